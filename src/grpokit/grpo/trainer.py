@@ -1,0 +1,376 @@
+"""The GRPO training loop for decision policies (CleanRL-style: one readable loop).
+
+Per step: draw B contexts; sample G actions each from the current policy (one network pass per
+context); score them; turn rewards ``[B, G]`` into advantages; take ``num_iterations`` clipped
+policy-gradient steps with a k3 KL penalty to the frozen reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from grpokit.config import GRPOConfig
+from grpokit.evaluation.values import evaluate_policy, oracle_values, steps_to_fraction
+from grpokit.grpo.advantages import make_advantage
+from grpokit.grpo.objective import grpo_loss
+from grpokit.policy.network import Policy
+from grpokit.scenarios.base import Contexts, Scenario
+
+__all__ = ["GRPOTrainer", "NonFiniteError", "resolve_device"]
+
+RewardFn = Callable[[Contexts, Tensor], "Tensor | Mapping[str, Tensor]"]
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradients became NaN/inf; the optimizer step was not taken."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available on this machine")
+    return device
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class GRPOTrainer:
+    """Train ``policy`` with GRPO on a scenario, or on a reward function over a context sampler.
+
+    ``scenario_or_reward_fn``: a :class:`~grpokit.scenarios.base.Scenario` (contexts, rewards and
+    ground truth), or a callable ``reward(contexts, actions) -> [B, G]`` (or a dict of named
+    ``[B, G]`` components) used with ``context_sampler`` (any object with
+    ``sample_contexts(n, generator)``, e.g. :class:`~grpokit.scenarios.base.TensorContextSampler`).
+    ``reference``: the frozen policy of the KL term (default: a copy of ``policy`` at the start);
+    it is only built when ``config.beta > 0``. ``out_dir``: where metrics and checkpoints go
+    (None keeps everything in memory).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        scenario_or_reward_fn: Scenario | RewardFn,
+        config: GRPOConfig | None = None,
+        *,
+        context_sampler=None,
+        reference: Policy | None = None,
+        out_dir: str | Path | None = None,
+        n_groups: int | None = None,
+        progress: bool = False,
+    ):
+        self.config = c = config or GRPOConfig()
+        self.device = resolve_device(c.device)
+        if isinstance(scenario_or_reward_fn, Scenario):
+            self.scenario: Scenario | None = scenario_or_reward_fn
+            self.reward_fn = None
+            self.sampler = context_sampler or scenario_or_reward_fn
+            n_groups = scenario_or_reward_fn.n_groups
+        elif callable(scenario_or_reward_fn):
+            if context_sampler is None:
+                raise ValueError("a reward function needs a context_sampler (e.g. TensorContextSampler)")
+            self.scenario = None
+            self.reward_fn = scenario_or_reward_fn
+            self.sampler = context_sampler
+        else:
+            raise TypeError("scenario_or_reward_fn must be a Scenario or a callable reward(contexts, actions)")
+        self.n_groups = n_groups or 1
+        self.policy = policy.to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
+        self.reference = None
+        if c.beta > 0:
+            self.reference = copy.deepcopy(reference if reference is not None else policy).to(self.device)
+            self.reference.requires_grad_(False).eval()
+        self._estimators: dict[str, object] = {}
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.step = 0
+        torch.manual_seed(c.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        self.eval_contexts = None
+        self.oracle = None
+        if self.scenario is not None:
+            eval_gen = torch.Generator(device=self.device).manual_seed(c.seed + 1_000_003)
+            self.eval_contexts = self.scenario.sample_contexts(c.eval_size, eval_gen)
+            self.oracle = oracle_values(self.scenario, self.eval_contexts)
+        self.eval_history: list[dict] = []
+        self._last_metrics: dict[str, float] = {}
+
+    # -- rewards and advantages ---------------------------------------------------------------
+
+    def _estimator(self, component: str):
+        if component not in self._estimators:
+            a = self.config.advantage
+            self._estimators[component] = make_advantage(
+                a.name,
+                scale=a.scale,
+                n_groups=self.n_groups,
+                min_history=a.min_history,
+                decay=a.decay,
+                eps=a.eps,
+                device=self.device,
+            )
+        return self._estimators[component]
+
+    def score(self, contexts: Contexts, actions: Tensor) -> Tensor | Mapping[str, Tensor]:
+        if self.scenario is not None:
+            return self.scenario.reward(contexts, actions, self.generator, step=self.step)
+        return self.reward_fn(contexts, actions)
+
+    def advantages(self, contexts: Contexts, rewards) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Combine reward components and compute advantages: ``(adv [B, G], total reward [B, G], metrics)``.
+
+        ``sum_then_normalize``: A = est(Σ_c w_c r_c); ``normalize_then_sum``: A = Σ_c w_c est_c(r_c)
+        (one estimator, with its own P-GRPO history, per component). Missing weights are 1.
+        """
+        metrics: dict[str, Tensor] = {}
+        if isinstance(rewards, Mapping):
+            weights = self.config.reward_weights
+            unknown = set(weights) - set(rewards)
+            if unknown:
+                raise ValueError(f"reward_weights name unknown components {sorted(unknown)}; have {sorted(rewards)}")
+            for name, r in rewards.items():
+                metrics[f"reward/{name}"] = r.mean()
+            total = sum(weights.get(name, 1.0) * r for name, r in rewards.items())
+            if self.config.reward_combine == "normalize_then_sum":
+                adv = 0
+                for name, r in rewards.items():
+                    a, m = self._estimator(name)(r, contexts.group)
+                    adv = adv + weights.get(name, 1.0) * a
+                    metrics.update({f"{k}/{name}": v for k, v in m.items()})
+                return adv, total, metrics
+        else:
+            total = rewards
+        adv, m = self._estimator("total")(total, contexts.group)
+        metrics.update(m)
+        return adv, total, metrics
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, Tensor]:
+        c = self.config
+        self.policy.head.step_schedule(self.step)
+        contexts = self.sampler.sample_contexts(c.batch_size, self.generator)
+        dist = self.policy(contexts.obs, contexts.group, contexts.mask)
+        with torch.no_grad():
+            actions, logp_old = dist.sample(c.group_size)
+        rewards = self.score(contexts, actions)
+        adv, total, metrics = self.advantages(contexts, rewards)
+        if tuple(total.shape) != (c.batch_size, c.group_size):
+            raise ValueError(f"rewards must have shape [B, G] = [{c.batch_size}, {c.group_size}], got {tuple(total.shape)}")
+        logp_ref = None
+        if self.reference is not None:
+            with torch.no_grad():
+                logp_ref = self.reference(contexts.obs, contexts.group, contexts.mask).log_prob(actions)
+        for it in range(c.num_iterations):
+            if it > 0:
+                dist = self.policy(contexts.obs, contexts.group, contexts.mask)
+            logp = dist.log_prob(actions)
+            loss, m = grpo_loss(
+                logp,
+                logp_old,
+                adv,
+                clip_low=c.clip_low,
+                clip_high=c.clip_high,
+                logp_ref=logp_ref,
+                beta=c.beta,
+                entropy=dist.entropy(),
+                ent_coef=c.ent_coef,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+                what = "loss" if not bool(torch.isfinite(loss)) else "gradient norm"
+                raise NonFiniteError(
+                    f"step {self.step}: the {what} is {float(loss if what == 'loss' else grad_norm)}; "
+                    "the update was not applied" + self._checkpoint_hint()
+                )
+            self.optimizer.step()
+        metrics.update(m)
+        metrics["loss"] = loss.detach()
+        metrics["grad_norm"] = grad_norm.detach()
+        metrics["reward_mean"] = total.mean()
+        metrics["reward_std"] = total.std()
+        metrics["adv_abs_mean"] = adv.abs().mean()
+        self.step += 1
+        return metrics
+
+    def _checkpoint_hint(self) -> str:
+        if self.out_dir is None:
+            return ""
+        path = self.out_dir / "checkpoint.pt"
+        if path.exists():
+            step = torch.load(path, map_location="cpu", weights_only=False)["step"]
+            return f"; the last good checkpoint is kept at {path} (step {step})"
+        return "; no checkpoint had been written yet"
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self) -> dict | None:
+        if self.scenario is None:
+            return None
+        result = evaluate_policy(self.policy, self.scenario, self.eval_contexts)
+        result["step"] = self.step
+        self.eval_history.append(result)
+        return result
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def train(self, steps: int | None = None) -> dict:
+        """Run until ``config.steps`` (or ``steps`` more); writes metrics and checkpoints; returns the summary."""
+        c = self.config
+        end = c.steps if steps is None else self.step + steps
+        metrics_file = None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            metrics_file = open(self.out_dir / "metrics.jsonl", "a")
+        progress = None
+        if self.progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(
+                TextColumn("[bold]GRPO"),
+                BarColumn(),
+                TextColumn("step {task.completed}/{task.total}"),
+                TextColumn("reward {task.fields[reward]:.4f}"),
+                TimeRemainingColumn(),
+            )
+            task = progress.add_task("train", total=end, completed=self.step, reward=float("nan"))
+            progress.start()
+        start_time = time.perf_counter()
+        start_step = self.step
+        try:
+            if self.step == 0 and self.scenario is not None and not self.eval_history:
+                self._log(metrics_file, {"step": 0, **self._eval_metrics(self.evaluate())})
+            while self.step < end:
+                metrics = self.train_step()
+                row = {"step": self.step, "decisions": self.step * c.batch_size * c.group_size}
+                row.update({k: float(v) for k, v in zip(metrics, torch.stack(list(metrics.values())).tolist())})
+                if self.scenario is not None and (self.step % c.eval_every == 0 or self.step == end):
+                    row.update(self._eval_metrics(self.evaluate()))
+                self._last_metrics = row
+                self._log(metrics_file, row)
+                if progress is not None:
+                    progress.update(task, completed=self.step, reward=row["reward_mean"])
+                if self.out_dir is not None and (self.step % c.checkpoint_every == 0 or self.step == end):
+                    self.save_checkpoint()
+        finally:
+            if progress is not None:
+                progress.stop()
+            if metrics_file is not None:
+                metrics_file.close()
+        elapsed = time.perf_counter() - start_time
+        summary = self.summary(elapsed=elapsed, steps_run=self.step - start_step)
+        if self.out_dir is not None:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    @staticmethod
+    def _eval_metrics(result: dict | None) -> dict[str, float]:
+        if result is None:
+            return {}
+        out = {"eval/value": result["value"]}
+        out.update({f"eval/{k}": v for k, v in result["per_group"].items()})
+        return out
+
+    @staticmethod
+    def _log(file, row: dict) -> None:
+        if file is not None:
+            file.write(json.dumps(row) + "\n")
+
+    def summary(self, elapsed: float | None = None, steps_run: int | None = None, name: str = "policy") -> dict:
+        """Final values per group against the oracle and the first step reaching 90 % of it."""
+        c = self.config
+        out: dict = {"steps": self.step, "decisions": self.step * c.batch_size * c.group_size}
+        if elapsed is not None and steps_run:
+            out["seconds"] = elapsed
+            out["decisions_per_second"] = steps_run * c.batch_size * c.group_size / elapsed
+        out["last_metrics"] = self._last_metrics
+        if self.scenario is None:
+            return out
+        final = self.eval_history[-1] if self.eval_history and self.eval_history[-1]["step"] == self.step else self.evaluate()
+        out["policies"] = {name: {"value": final["value"], "per_group": final["per_group"]}}
+        if self.oracle is not None:
+            out["oracle"] = self.oracle
+            history = [(h["step"], h["value"]) for h in self.eval_history]
+            out["steps_to_90pct"] = {"overall": steps_to_fraction(history, self.oracle["value"])}
+            for g, target in self.oracle["per_group"].items():
+                hist = [(h["step"], h["per_group"][g]) for h in self.eval_history]
+                out["steps_to_90pct"][g] = steps_to_fraction(hist, target)
+        return out
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = {
+            "step": self.step,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "advantage": {k: est.state_dict() for k, est in self._estimators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+            "eval_history": self.eval_history,
+            "config": self.config.model_dump(mode="json"),
+        }
+        if self.reference is not None:
+            state["reference"] = self.reference.state_dict()
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for k, est_state in state["advantage"].items():
+            self._estimator(k).load_state_dict(est_state)
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.reference is not None:
+            if "reference" not in state:
+                raise ValueError("the checkpoint has no reference policy but beta > 0")
+            self.reference.load_state_dict(state["reference"])
+        self.eval_history = list(state.get("eval_history", []))
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write the full training state atomically (a crash mid-write keeps the previous file)."""
+        if path is None:
+            if self.out_dir is None:
+                raise ValueError("no out_dir: pass a path")
+            path = self.out_dir / "checkpoint.pt"
+        path = Path(path)
+        _atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Continue exactly from a checkpoint (policy, optimizer, RNGs, P-GRPO statistics);
+        metrics.jsonl is cut back to the checkpoint's step."""
+        if path is None:
+            if self.out_dir is None:
+                raise ValueError("no out_dir: pass a checkpoint path")
+            path = self.out_dir / "checkpoint.pt"
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.load_state_dict(state)
+        if self.out_dir is not None and (self.out_dir / "metrics.jsonl").exists():
+            lines = (self.out_dir / "metrics.jsonl").read_text().splitlines()
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.step]
+            (self.out_dir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))

@@ -1,0 +1,81 @@
+"""Build a policy and a trainer from a :class:`~grpokit.config.RunConfig` and run it into a directory.
+
+A run directory holds ``config.toml`` (the resolved config: the run is reproducible from it),
+``metrics.jsonl`` (one JSON object per step), ``summary.json`` and ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpokit.config import RunConfig, config_to_toml, load_config
+from grpokit.grpo.trainer import GRPOTrainer
+from grpokit.policy.heads import make_head
+from grpokit.policy.network import MLPTorso, Policy
+from grpokit.scenarios.registry import scenario_from_config
+
+__all__ = ["build_policy", "build_trainer", "run_training"]
+
+
+def build_policy(config: RunConfig, scenario) -> Policy:
+    """The policy network for ``scenario`` with the head its actions need (or ``policy.head``)."""
+    pc = config.policy
+    spec = dict(scenario.action_spec)
+    kind = pc.head or spec.pop("kind")
+    if pc.head is not None:
+        spec.pop("kind", None)
+        if pc.head != scenario.action_spec["kind"] and {pc.head, scenario.action_spec["kind"]} != {
+            "dirichlet",
+            "gaussian_softmax",
+        }:
+            raise ValueError(
+                f"policy.head = {pc.head!r} cannot produce the actions of scenario "
+                f"{scenario.name!r} ({scenario.action_spec['kind']})"
+            )
+    params = {**spec, **{k: v for k, v in pc.head_params.items() if v is not None}}
+    try:
+        head = make_head(kind, **params)
+    except TypeError as err:
+        raise ValueError(f"policy.head_params: {err}") from None
+    torso = MLPTorso(
+        scenario.obs_dim,
+        pc.hidden,
+        pc.activation,
+        n_groups=scenario.n_groups,
+        group_embedding_dim=pc.group_embedding_dim,
+    )
+    return Policy(torso, head)
+
+
+def build_trainer(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False) -> GRPOTrainer:
+    scenario = scenario_from_config(config.scenario)
+    policy = build_policy(config, scenario)
+    return GRPOTrainer(policy, scenario, config.grpo, out_dir=out_dir, progress=progress)
+
+
+def run_training(
+    config: RunConfig | str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    overrides: list[str] | None = None,
+) -> dict:
+    """Train from a config into ``out_dir``; ``resume`` continues from ``out_dir/checkpoint.pt``."""
+    if not isinstance(config, RunConfig):
+        config = load_config(config, overrides)
+    out = Path(out_dir)
+    if resume:
+        saved = out / "config.toml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"cannot resume: {saved} does not exist")
+    elif (out / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(config, out, progress)
+    if resume:
+        trainer.resume()
+    else:
+        (out / "config.toml").write_text(config_to_toml(config))
+        (out / "metrics.jsonl").write_text("")
+    return trainer.train()

@@ -1,0 +1,94 @@
+"""The scenario interface: contexts with group ids, a reward for any batch of actions, ground truth."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["Contexts", "Scenario", "TensorContextSampler"]
+
+
+@dataclass
+class Contexts:
+    """A batch of B decision contexts.
+
+    ``obs: [B, obs_dim]`` features the policy sees; ``group: [B]`` integer group ids (cohort or
+    preference group), used by group embeddings, P-GRPO and every per-group report;
+    ``mask: [B, n_actions]`` optional eligibility of discrete actions; ``extra``: anything else a
+    scenario needs to score actions (hidden ground truth, kept away from the policy).
+    """
+
+    obs: Tensor
+    group: Tensor
+    mask: Tensor | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def index(self, idx: Tensor | slice) -> "Contexts":
+        return Contexts(
+            self.obs[idx],
+            self.group[idx],
+            None if self.mask is None else self.mask[idx],
+            {k: v[idx] for k, v in self.extra.items()},
+        )
+
+    def to(self, device: torch.device | str) -> "Contexts":
+        return Contexts(
+            self.obs.to(device),
+            self.group.to(device),
+            None if self.mask is None else self.mask.to(device),
+            {k: v.to(device) for k, v in self.extra.items()},
+        )
+
+
+class Scenario(ABC):
+    """A decision problem that produces contexts and scores any batch of actions.
+
+    Subclasses set ``obs_dim``, ``n_groups``, ``group_names`` and ``action_spec`` (the head and
+    its parameters, e.g. ``{"kind": "categorical", "n_actions": 8}``).
+    """
+
+    name: str
+    obs_dim: int
+    n_groups: int
+    group_names: list[str]
+    action_spec: dict
+
+    @abstractmethod
+    def sample_contexts(self, n: int, generator: torch.Generator) -> Contexts:
+        """Draw n contexts (on the generator's device)."""
+
+    @abstractmethod
+    def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator, step: int = 0) -> Tensor:
+        """Sampled (noisy) rewards of ``actions: [B, G, *event]``: ``[B, G]``."""
+
+    @abstractmethod
+    def expected_reward(self, contexts: Contexts, actions: Tensor) -> Tensor:
+        """Ground-truth expected reward of ``actions: [B, G, *event]``: ``[B, G]``."""
+
+    def oracle_actions(self, contexts: Contexts) -> Tensor | None:
+        """The best action per context ``[B, *event]``, when the scenario knows it (else None)."""
+        return None
+
+
+class TensorContextSampler:
+    """Draws contexts uniformly with replacement from a fixed table (a dataset instead of a scenario)."""
+
+    def __init__(self, obs: Tensor, group: Tensor | None = None, mask: Tensor | None = None):
+        if obs.ndim != 2 or obs.shape[0] == 0:
+            raise ValueError(f"obs must be a non-empty [N, obs_dim] tensor, got shape {tuple(obs.shape)}")
+        if not bool(torch.isfinite(obs).all()):
+            row = int((~torch.isfinite(obs)).any(1).nonzero()[0])
+            raise ValueError(f"obs row {row} contains NaN or inf")
+        self.contexts = Contexts(
+            obs, torch.zeros(len(obs), dtype=torch.long, device=obs.device) if group is None else group.long(), mask
+        )
+
+    def sample_contexts(self, n: int, generator: torch.Generator) -> Contexts:
+        idx = torch.randint(len(self.contexts), (n,), generator=generator, device=generator.device)
+        return self.contexts.to(generator.device).index(idx)

@@ -1,0 +1,19 @@
+"""Scenario names to their config models and classes."""
+
+from __future__ import annotations
+
+from grpokit.scenarios.preferences import PreferenceConfig, PreferenceScenario
+
+SCENARIO_CONFIGS = {"preferences": PreferenceConfig}
+SCENARIOS = {"preferences": PreferenceScenario}
+
+
+def make_scenario(name: str, **params):
+    """Build a scenario by name with its parameters (validated by the scenario's config model)."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose one of {sorted(SCENARIOS)}")
+    return SCENARIOS[name](SCENARIO_CONFIGS[name](name=name, **params))
+
+
+def scenario_from_config(config) -> "object":
+    return SCENARIOS[config.name](config)
