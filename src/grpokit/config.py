@@ -51,7 +51,7 @@ class GRPOConfig(_Strict):
     device: str = "auto"  #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     steps: int = Field(300, ge=1)
     batch_size: int = Field(256, ge=1)  #: B contexts per step
-    group_size: int = Field(8, ge=2)  #: G sampled actions per context
+    group_size: int = Field(4, ge=2)  #: G sampled actions per context
     lr: float = Field(3e-3, gt=0)
     num_iterations: int = Field(1, ge=1)  #: optimizer passes over each sampled batch
     clip_low: float = Field(0.2, ge=0, lt=1)

@@ -43,7 +43,8 @@ def _check_rewards(rewards: Tensor) -> None:
 
 def zero_variance(rewards: Tensor, zero_tol: float = 1e-8) -> Tensor:
     """``[B]`` bool: the G rewards of context b are all equal (up to ``zero_tol``)."""
-    return (rewards.amax(1) - rewards.amin(1)) <= zero_tol
+    lo, hi = torch.aminmax(rewards, dim=1)
+    return (hi - lo) <= zero_tol
 
 
 def grpo_advantages(rewards: Tensor, scale: Scale = "group", eps: float = 1e-6) -> Tensor:

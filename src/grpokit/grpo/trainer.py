@@ -166,7 +166,15 @@ class GRPOTrainer:
         contexts = self.sampler.sample_contexts(c.batch_size, self.generator)
         dist = self.policy(contexts.obs, contexts.group, contexts.mask)
         with torch.no_grad():
-            actions, logp_old = dist.sample(c.group_size)
+            try:
+                actions, logp_old = dist.sample(c.group_size)
+            except RuntimeError as err:
+                if all(bool(torch.isfinite(p).all()) for p in self.policy.parameters()):
+                    raise
+                raise NonFiniteError(
+                    f"step {self.step}: the policy's parameters are not finite (NaN/inf), so it cannot sample"
+                    + self._checkpoint_hint()
+                ) from err
         rewards = self.score(contexts, actions)
         adv, total, metrics = self.advantages(contexts, rewards)
         if tuple(total.shape) != (c.batch_size, c.group_size):
@@ -204,7 +212,6 @@ class GRPOTrainer:
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
         metrics["reward_mean"] = total.mean()
-        metrics["reward_std"] = total.std()
         metrics["adv_abs_mean"] = adv.abs().mean()
         self.step += 1
         return metrics
@@ -292,9 +299,12 @@ class GRPOTrainer:
         if file is not None:
             file.write(json.dumps(row) + "\n")
 
-    def summary(self, elapsed: float | None = None, steps_run: int | None = None, name: str = "policy") -> dict:
-        """Final values per group against the oracle and the first step reaching 90 % of it."""
+    def summary(self, elapsed: float | None = None, steps_run: int | None = None, name: str | None = None) -> dict:
+        """Final values per group against the oracle and the first step reaching 90 % of it.
+
+        The trained policy is listed under ``name`` (default: the advantage estimator's name)."""
         c = self.config
+        name = name or c.advantage.name
         out: dict = {"steps": self.step, "decisions": self.step * c.batch_size * c.group_size}
         if elapsed is not None and steps_run:
             out["seconds"] = elapsed

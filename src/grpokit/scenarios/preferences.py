@@ -39,9 +39,9 @@ class PreferenceConfig(BaseModel):
     group_names: list[str] | None = None
     n_actions: int = Field(8, ge=2)
     obs_dim: int = Field(8, ge=1)
-    feature_signal: float = Field(3.0, ge=0.0)
+    feature_signal: float = Field(6.0, ge=0.0)
     reward: Literal["gaussian", "bernoulli"] = "bernoulli"
-    scales: list[float] = Field(default_factory=lambda: [0.5, 0.2, 0.1])
+    scales: list[float] = Field(default_factory=lambda: [0.5, 0.1, 0.03])
     noise: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     other_max: float = Field(0.5, ge=0.0, lt=1.0)
     drift: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])

@@ -1,0 +1,1 @@
+"""Benchmarks run by ``grpokit bench``: throughput and the preference-group comparison."""
