@@ -146,11 +146,6 @@ def test_rank_zero_variance_rows_exactly_zero():
     assert metrics["frac_zero_std"].item() == pytest.approx(2 / 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RankAdvantage.__call__ counts rows with max−min <= zero_tol in frac_zero_std but does not "
-    "zero their advantages (GRPOAdvantage does), contrary to the module docstring",
-)
 def test_rank_near_constant_rows_within_tolerance_are_zero():
     r = torch.tensor([[1.0, 1.0 + 1e-9, 1.0], [0.0, 1.0, 2.0]], dtype=DT)
     adv, metrics = RankAdvantage()(r)

@@ -14,7 +14,6 @@ import pytest
 import scipy.special as sp
 import scipy.stats as st
 import torch
-import torch.nn.functional as F
 
 from grpokit.policy.heads import (
     BetaHead,
@@ -340,11 +339,6 @@ class TestDirichlet:
         with pytest.raises(ValueError, match="starting concentration"):
             DirichletHead(3, concentration_final=5.0)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="DirichletHead.__init__ does not validate concentration_final > 0; a bad value fails "
-        "only later in step_schedule (TypeError from a complex power, or ValueError from set_concentration)",
-    )
     @pytest.mark.parametrize("final", [0.0, -4.0])
     def test_bad_concentration_final_rejected_at_construction(self, final):
         with pytest.raises(ValueError, match="concentration_final"):

@@ -85,8 +85,8 @@ def _clip_inputs():
 
 
 def test_clipping_gradient_elementwise():
-    ratio, adv, logp, logp_old = _clip_inputs()
-    loss, metrics = grpo_loss(logp, logp_old, adv, clip_low=CLIP_LOW, clip_high=CLIP_HIGH)
+    _, adv, logp, logp_old = _clip_inputs()
+    loss, _ = grpo_loss(logp, logp_old, adv, clip_low=CLIP_LOW, clip_high=CLIP_HIGH)
     (grad,) = torch.autograd.grad(loss, logp)
     n = len(RATIOS)
     expected_grad, expected_terms = [], []
@@ -98,16 +98,16 @@ def test_clipping_gradient_elementwise():
         expected_terms.append(min(rho * a, clipped_rho * a))
     expected_grad_t = torch.tensor(expected_grad, dtype=DT).reshape(2, 5)
     torch.testing.assert_close(grad, expected_grad_t, rtol=1e-10, atol=1e-14)
-    # by hand: the clipped entries are (1.5, +1) and (0.7, −0.5): index 6 and 8
+    # by hand: the clipped entries are (0.5, −1), (1.5, +1) and (0.7, −0.5): indices 1, 6 and 8
     zero = (grad == 0).flatten().nonzero().flatten().tolist()
-    assert zero == [6, 8]
+    assert zero == [1, 6, 8]
     # the pessimistic side is NOT clipped: ratio 0.5 with A > 0 and 1.5 with A < 0 keep their gradient
     assert grad.flatten()[0] != 0 and grad.flatten()[7] != 0
     assert loss.item() == pytest.approx(-np.mean(expected_terms))
 
 
 def test_clip_fractions():
-    ratio, adv, logp, logp_old = _clip_inputs()
+    _, adv, logp, logp_old = _clip_inputs()
     _, metrics = grpo_loss(logp, logp_old, adv, clip_low=CLIP_LOW, clip_high=CLIP_HIGH)
     # low: ratio < 0.8 and A < 0 -> (0.5, −1), (0.7, −0.5) = 2 of 10
     # high: ratio > 1.28 and A > 0 -> (1.5, +1) = 1 of 10
@@ -126,7 +126,7 @@ def test_symmetric_clip_zeroes_the_extra_entry():
     _, adv, logp, logp_old = _clip_inputs()
     loss, _ = grpo_loss(logp, logp_old, adv, clip_low=0.2, clip_high=0.2)
     (grad,) = torch.autograd.grad(loss, logp)
-    assert (grad == 0).flatten().nonzero().flatten().tolist() == [4, 6, 8]
+    assert (grad == 0).flatten().nonzero().flatten().tolist() == [1, 4, 6, 8]
 
 
 # ============================================================================================

@@ -66,7 +66,10 @@ def run_preferences(
                     "per_seed": values,
                 }
             },
-            "oracle": runs[0]["oracle"],
+            "oracle": {
+                "value": statistics.fmean(r["oracle"]["value"] for r in runs),
+                "per_group": {g: statistics.fmean(r["oracle"]["per_group"][g] for r in runs) for g in groups},
+            },
             "steps_to_90pct": steps,
             "steps_to_90pct_per_seed": {key: [r["steps_to_90pct"][key] for r in runs] for key in steps},
             "seconds_mean": statistics.fmean(r["seconds"] for r in runs),

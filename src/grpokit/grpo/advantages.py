@@ -111,8 +111,9 @@ class RankAdvantage(_Stateless):
         self.zero_tol = zero_tol
 
     def __call__(self, rewards: Tensor, group_ids: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        adv = rank_advantages(rewards)
+        adv = rank_advantages(rewards)  # validates the rewards first
         zero = zero_variance(rewards, self.zero_tol)
+        adv = adv.masked_fill(zero.unsqueeze(1), 0.0)
         return adv, {"frac_zero_std": zero.float().mean()}
 
 

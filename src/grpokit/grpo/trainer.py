@@ -187,6 +187,11 @@ class GRPOTrainer:
             if it > 0:
                 dist = self.policy(contexts.obs, contexts.group, contexts.mask)
             logp = dist.log_prob(actions)
+            if c.ent_coef != 0.0:
+                entropy = dist.entropy()
+            else:  # logged only: keep it out of the autograd graph
+                with torch.no_grad():
+                    entropy = dist.entropy()
             loss, m = grpo_loss(
                 logp,
                 logp_old,
@@ -195,7 +200,7 @@ class GRPOTrainer:
                 clip_high=c.clip_high,
                 logp_ref=logp_ref,
                 beta=c.beta,
-                entropy=dist.entropy(),
+                entropy=entropy,
                 ent_coef=c.ent_coef,
             )
             self.optimizer.zero_grad(set_to_none=True)

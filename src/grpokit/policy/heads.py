@@ -198,6 +198,8 @@ class DirichletHead(PolicyHead):
             raise ValueError(f"concentration must be > 0, got {concentration}")
         if concentration_final is not None and concentration is None:
             raise ValueError("concentration_final needs a starting concentration")
+        if concentration_final is not None and not (concentration_final > 0 and math.isfinite(concentration_final)):
+            raise ValueError(f"concentration_final must be a positive finite number, got {concentration_final}")
         self.n_components = n_components
         self.param_dim = n_components
         self.event_shape = (n_components,)
