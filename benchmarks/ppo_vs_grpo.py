@@ -104,7 +104,9 @@ def log(msg: str) -> None:
 # -- problem, evaluation set and references ---------------------------------------------------------
 
 
-def build_run_config(overrides: list[str], *, seed: int, advantage: str | None = None, include_group: bool = False) -> RunConfig:
+def build_run_config(
+    overrides: list[str], *, seed: int, advantage: str | None = None, include_group: bool = False
+) -> RunConfig:
     """The grpokit run config for one run: the user's overrides, then seed / device / advantage."""
     extra = [f"grpo.seed={seed}", 'grpo.device="cpu"']
     if advantage is not None:
@@ -400,7 +402,11 @@ def aggregate(runs: list[dict]) -> dict:
     out["final_ratio_mean"] = float(np.mean([f["ratio"] for f in finals]))
     groups = finals[0]["ratio_per_group"].keys()
     out["final_ratio_per_group_mean"] = {
-        g: (None if any(f["ratio_per_group"][g] is None for f in finals) else float(np.mean([f["ratio_per_group"][g] for f in finals])))
+        g: (
+            None
+            if any(f["ratio_per_group"][g] is None for f in finals)
+            else float(np.mean([f["ratio_per_group"][g] for f in finals]))
+        )
         for g in groups
     }
     out["final_value_mean"] = float(np.mean([f["value"] for f in finals]))
@@ -459,7 +465,9 @@ def format_table(blocks: dict, group_names: list[str]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the full results (curves included) here")
     ap.add_argument("--seeds", type=int, default=None, help="number of training seeds 0..N-1 (default 3; --quick 1)")
     ap.add_argument("--budget-seconds", type=float, default=None, help="training clock per run (default 40; --quick 8)")
@@ -580,7 +588,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     print(f"scenario: {json.dumps(result['scenario'])}")
-    print(f"oracle value {oracle['value']:.4f}; per group " + ", ".join(f"{g} {v:.4f}" for g, v in oracle["per_group"].items()))
+    per_group = ", ".join(f"{g} {v:.4f}" for g, v in oracle["per_group"].items())
+    print(f"oracle value {oracle['value']:.4f}; per group {per_group}")
     if ceiling is not None:
         print(
             "feature-only Bayes ceiling / oracle: "

@@ -57,7 +57,9 @@ def grpo_advantages(rewards: Tensor, scale: Scale = "group", eps: float = 1e-6) 
     _check_rewards(rewards)
     centered = rewards - rewards.mean(1, keepdim=True)
     if scale == "group":
-        return centered / (rewards.std(1, keepdim=True) + eps)
+        # two-pass unbiased std, written out: torch.std over a short last dim is ~10x slower on CPU
+        std = (centered.square().sum(1, keepdim=True) / (rewards.shape[1] - 1)).sqrt()
+        return centered / (std + eps)
     if scale == "batch":
         return centered / (rewards.std() + eps)
     if scale == "none":
