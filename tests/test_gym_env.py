@@ -171,9 +171,30 @@ def test_bad_scenario_parameters_are_errors():
         make_env("preferences", n_groups=2)  # shares etc. still have 3 entries
 
 
+def test_continuous_action_kinds_map_to_boxes():
+    from gymnasium import spaces
+
+    from grpokit.scenarios.gym_env import ACTION_SPACE_BUILDERS
+
+    build, convert = ACTION_SPACE_BUILDERS["dirichlet"]
+    space = build({"kind": "dirichlet", "n_components": 3})
+    assert isinstance(space, spaces.Box) and space.shape == (3,)
+    w = convert(np.array([1.0, 1.0, 2.0]), space)
+    assert w.shape == (1, 1, 3) and torch.allclose(w, torch.tensor([[[0.25, 0.25, 0.5]]]))
+    assert torch.allclose(convert(np.zeros(3), space), torch.full((1, 1, 3), 1 / 3))
+    with pytest.raises(ValueError, match="3 finite numbers"):
+        convert(np.array([1.0, np.nan, 0.0]), space)
+    build, convert = ACTION_SPACE_BUILDERS["beta"]
+    space = build({"kind": "beta", "low": 0.8, "high": 1.2})
+    assert float(space.low[0]) == pytest.approx(0.8) and float(space.high[0]) == pytest.approx(1.2)
+    assert float(convert(5.0, space)) == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="low < high"):
+        build({"kind": "beta", "low": 1.0, "high": 1.0})
+    with pytest.raises(ValueError, match="n_components >= 2"):
+        ACTION_SPACE_BUILDERS["dirichlet"][0]({"kind": "dirichlet"})
+
+
 def test_unsupported_action_kinds():
-    with pytest.raises(NotImplementedError, match="dirichlet"):
-        ScenarioEnv(KindScenario("dirichlet"))
     with pytest.raises(ValueError, match="unknown kind 'weird'"):
         ScenarioEnv(KindScenario("weird"))
     with pytest.raises(TypeError):

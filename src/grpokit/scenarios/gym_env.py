@@ -18,9 +18,9 @@ seeded from the env's ``np_random`` whenever ``reset`` gets a seed (and on the f
 
 Action spaces follow ``scenario.action_spec["kind"]``: ``categorical`` maps to
 ``Discrete(n_actions)`` (with an eligibility mask, if the context has one, in
-``info["action_mask"]`` of both ``reset`` and ``step``). The continuous heads (``dirichlet``,
-``beta``, ``gaussian_softmax``) are not mapped yet and raise ``NotImplementedError``; register a
-builder in :data:`ACTION_SPACE_BUILDERS` to add one.
+``info["action_mask"]`` of both ``reset`` and ``step``); ``dirichlet`` and ``gaussian_softmax``
+(simplex decisions) to ``Box([0, 1]^K)``, renormalized to sum to 1; ``beta`` to
+``Box([low, high])``. Register a builder in :data:`ACTION_SPACE_BUILDERS` for a new kind.
 
 Reward drift: a scenario whose rewards depend on the training step ``t`` reads
 :attr:`ScenarioEnv.scenario_step` (default 0; set it from a callback to reproduce a drift).
@@ -62,14 +62,47 @@ def _categorical_to_tensor(action: Any, space: spaces.Space) -> torch.Tensor:
     return torch.tensor([[a]], dtype=torch.long)
 
 
+def _simplex_space(spec: dict) -> spaces.Space:
+    k = spec.get("n_components")
+    if not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"a simplex action_spec needs an integer n_components >= 2, got {spec!r}")
+    return spaces.Box(0.0, 1.0, shape=(int(k),), dtype=np.float32)
+
+
+def _simplex_to_tensor(action: Any, space: spaces.Space) -> torch.Tensor:
+    """A point of [0, 1]^K, renormalized onto the simplex (w / Σw; all-zero becomes uniform): ``[1, 1, K]``."""
+    w = np.asarray(action, dtype=np.float64).reshape(-1)
+    if w.shape != space.shape or not np.all(np.isfinite(w)):
+        raise ValueError(f"a simplex action must be {space.shape[0]} finite numbers, got {action!r}")
+    w = np.clip(w, 0.0, None)
+    w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1.0 / len(w))
+    return torch.tensor(w, dtype=torch.float32).view(1, 1, -1)
+
+
+def _interval_space(spec: dict) -> spaces.Space:
+    low, high = spec.get("low", 0.0), spec.get("high", 1.0)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"a bounded action_spec needs finite low < high, got {spec!r}")
+    return spaces.Box(float(low), float(high), shape=(1,), dtype=np.float32)
+
+
+def _interval_to_tensor(action: Any, space: spaces.Space) -> torch.Tensor:
+    """A scalar in [low, high] (clipped, as SB3 clips Box actions): ``[1, 1]``."""
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.size != 1 or not np.isfinite(a[0]):
+        raise ValueError(f"a bounded action must be one finite number, got {action!r}")
+    return torch.tensor([[float(np.clip(a[0], space.low[0], space.high[0]))]], dtype=torch.float32)
+
+
 #: ``kind -> (build the gymnasium space from the action_spec, convert one env action to a
-#: [1, 1, *event] tensor the scenario can score)``.
+#: [1, 1, *event] tensor the scenario can score)``. Simplex kinds are Box([0, 1]^K) actions
+#: renormalized to sum to 1; ``beta`` is Box([low, high]).
 ACTION_SPACE_BUILDERS: dict[str, tuple[Callable[[dict], spaces.Space], Callable[[Any, spaces.Space], torch.Tensor]]] = {
     "categorical": (_categorical_space, _categorical_to_tensor),
+    "dirichlet": (_simplex_space, _simplex_to_tensor),
+    "gaussian_softmax": (_simplex_space, _simplex_to_tensor),
+    "beta": (_interval_space, _interval_to_tensor),
 }
-
-#: Action kinds grpokit's policy heads produce but this adapter does not map yet.
-_KNOWN_UNSUPPORTED = ("dirichlet", "beta", "gaussian_softmax")
 
 
 class ScenarioEnv(gym.Env):
@@ -92,11 +125,6 @@ class ScenarioEnv(gym.Env):
         spec = dict(getattr(scenario, "action_spec", None) or {})
         kind = spec.get("kind")
         if kind not in ACTION_SPACE_BUILDERS:
-            if kind in _KNOWN_UNSUPPORTED:
-                raise NotImplementedError(
-                    f"ScenarioEnv does not map {kind!r} actions to a gymnasium space yet "
-                    f"(supported: {sorted(ACTION_SPACE_BUILDERS)}); add a builder to ACTION_SPACE_BUILDERS"
-                )
             raise ValueError(
                 f"scenario {getattr(scenario, 'name', type(scenario).__name__)!r} has an action_spec with "
                 f"unknown kind {kind!r}; supported: {sorted(ACTION_SPACE_BUILDERS)}"
