@@ -77,7 +77,11 @@ class Scenario(ABC):
 
 
 class TensorContextSampler:
-    """Draws contexts uniformly with replacement from a fixed table (a dataset instead of a scenario)."""
+    """Draws contexts uniformly with replacement from a fixed table (a dataset instead of a scenario).
+
+    Each drawn context carries its table row in ``extra["row"]``, so a reward function can look up
+    per-row quantities (e.g. an outcome model's predictions ``rhat[row, action]``).
+    """
 
     def __init__(self, obs: Tensor, group: Tensor | None = None, mask: Tensor | None = None):
         if obs.ndim != 2 or obs.shape[0] == 0:
@@ -85,8 +89,15 @@ class TensorContextSampler:
         if not bool(torch.isfinite(obs).all()):
             row = int((~torch.isfinite(obs)).any(1).nonzero()[0])
             raise ValueError(f"obs row {row} contains NaN or inf")
+        if group is not None and group.shape != (len(obs),):
+            raise ValueError(f"group must have shape [{len(obs)}], got {tuple(group.shape)}")
+        if mask is not None and (mask.ndim != 2 or mask.shape[0] != len(obs)):
+            raise ValueError(f"mask must have shape [{len(obs)}, n_actions], got {tuple(mask.shape)}")
         self.contexts = Contexts(
-            obs, torch.zeros(len(obs), dtype=torch.long, device=obs.device) if group is None else group.long(), mask
+            obs,
+            torch.zeros(len(obs), dtype=torch.long, device=obs.device) if group is None else group.long(),
+            mask,
+            {"row": torch.arange(len(obs), device=obs.device)},
         )
 
     def sample_contexts(self, n: int, generator: torch.Generator) -> Contexts:
