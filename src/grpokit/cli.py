@@ -19,8 +19,12 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: throughput and the preference-group comparison.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
+data_app = typer.Typer(help="Logged decisions in the embedded DuckDB store.", no_args_is_help=True)
+obd_app = typer.Typer(help="The Open Bandit Dataset checks (real logs).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(obd_app, name="obd")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -221,6 +225,252 @@ def demo(
     _write_json(out / "summary.json", result)
     console.print(_preferences_table(result, f"true value per preference group ({seeds} seeds)"))
     console.print(f"results in [bold]{out}[/]: config.toml, summary.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# logged data: import, learn, evaluate
+# ---------------------------------------------------------------------------------------------
+
+StoreOption = typer.Option(Path("grpokit.duckdb"), "--store", help="The DuckDB store file")
+SchemaOption = typer.Option(None, "--schema", help="TOML file mapping your column names (LogSchema keys)")
+
+
+def _schema(path: Optional[Path]):
+    from pydantic import ValidationError
+
+    from grpokit.offline.schema import LogSchema
+
+    if path is None:
+        return None
+    import tomllib
+
+    if not path.is_file():
+        _fail(f"schema file {path} does not exist")
+    try:
+        return LogSchema(**tomllib.loads(path.read_text()))
+    except (tomllib.TOMLDecodeError, ValidationError, ValueError) as err:
+        _fail(f"schema file {path}: {err}")
+
+
+def _read_log(log: Optional[Path], dataset: Optional[str], store: Path, schema: Optional[Path]):
+    from grpokit.offline.io import read_log
+    from grpokit.store import Store
+
+    if (log is None) == (dataset is None):
+        _fail("give exactly one of --log FILE or --dataset NAME")
+    try:
+        if log is not None:
+            if not log.exists():
+                _fail(f"log file {log} does not exist")
+            return read_log(log, _schema(schema))
+        if not store.exists():
+            _fail(f"store {store} does not exist: import a log first with 'grpokit data import'")
+        with Store(store) as st:
+            return st.load_log(dataset)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+def _record(store: Path, kind: str, run_id: str, config: dict, summary: dict) -> None:
+    from grpokit.store import Store
+
+    try:
+        with Store(store) as st:
+            st.record_run(run_id, kind, config, summary)
+    except Exception as err:  # noqa: BLE001 - recording is best effort: the result is already written
+        err_console.print(f"[yellow]warning:[/] the run was not recorded in {store}: {err}")
+
+
+@data_app.command("import")
+def data_import(
+    file: Path = typer.Argument(..., help="A parquet or CSV file of logged decisions"),
+    name: str = typer.Option(..., "--name", help="Dataset name in the store (letters, digits, _)"),
+    store: Path = StoreOption,
+    schema: Optional[Path] = SchemaOption,
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a dataset of the same name"),
+) -> None:
+    """Validate a log and store it (one transaction: a failed import leaves the store unchanged)."""
+    from grpokit.store import Store
+
+    if not file.exists():
+        _fail(f"log file {file} does not exist")
+    try:
+        with Store(store) as st:
+            info = st.import_log(file, name, _schema(schema), replace=replace)
+    except (ValueError, KeyError) as err:
+        _fail(str(err))
+    console.print(f"imported [bold]{name}[/] into {store}: {info}")
+
+
+@data_app.command("list")
+def data_list(store: Path = StoreOption) -> None:
+    """The datasets in the store."""
+    from grpokit.store import Store
+
+    if not store.exists():
+        _fail(f"store {store} does not exist")
+    with Store(store) as st:
+        df = st.list_datasets()
+    table = Table(title=f"datasets in {store}")
+    for col in ("name", "n_rows", "n_actions", "created_at"):
+        table.add_column(col)
+    for _, row in df.iterrows():
+        table.add_row(str(row["name"]), str(row["n_rows"]), str(row["n_actions"]), str(row["created_at"]))
+    console.print(table)
+
+
+@app.command()
+def learn(
+    out: Path = typer.Option(..., "--out", help="Run directory: policy.pt, summary.json"),
+    log: Optional[Path] = typer.Option(None, "--log", help="A parquet/CSV log"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A dataset in the store"),
+    store: Path = StoreOption,
+    schema: Optional[Path] = SchemaOption,
+    outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm or linear"),
+    set_: Optional[List[str]] = SetOption,
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Learn a policy from logged decisions (outcome model + GRPO) and save it."""
+    from grpokit.offline.workflow import learn_from_log
+
+    cfg = _load(None, [f"grpo.seed={seed}", 'grpo.device="cpu"', *(set_ or [])])
+    data = _read_log(log, dataset, store, schema)
+    try:
+        summary = learn_from_log(data, out, outcome_model=outcome_model, config=cfg.grpo, policy_config=cfg.policy, seed=seed)
+    except ValueError as err:
+        _fail(str(err))
+    _write_json(out / "summary.json", summary)
+    _record(store, "learn", str(out), {"log": str(log or dataset), "grpo": cfg.grpo.model_dump(mode="json")}, summary)
+    console.print(
+        f"policy saved to [bold]{summary['policy_path']}[/]; outcome-model value of the policy "
+        f"{summary['model_value_of_policy']:.5f} vs logging {summary['model_value_of_logging']:.5f} "
+        "(in-sample model estimates: check them with 'grpokit evaluate' on held-out logs)"
+    )
+
+
+@app.command()
+def evaluate(
+    policy: Path = typer.Option(..., "--policy", help="A policy.pt saved by 'grpokit learn'"),
+    json_out: Path = typer.Option(..., "--json", help="Where to write the verdict"),
+    log: Optional[Path] = typer.Option(None, "--log", help="A parquet/CSV log of the current policy"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A dataset in the store"),
+    store: Path = StoreOption,
+    schema: Optional[Path] = SchemaOption,
+    method: str = typer.Option("dr", "--method", help="ips, snips, dm, dr or sndr"),
+    margin: float = typer.Option(0.0, "--margin", help="Promote only if the improvement's lower bound exceeds this"),
+    alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level"),
+    outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm or linear (for dm, dr, sndr)"),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=10),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The deployment gate: candidate vs current policy on a log, with CIs and a verdict."""
+    from grpokit.offline.estimators import ESTIMATORS
+    from grpokit.offline.workflow import evaluate_on_log
+
+    if method not in ESTIMATORS:
+        _fail(f"unknown method {method!r}; choose one of {list(ESTIMATORS)}")
+    data = _read_log(log, dataset, store, schema)
+    try:
+        result = evaluate_on_log(
+            data, policy, method=method, margin=margin, alpha=alpha, outcome_model=outcome_model,
+            n_bootstrap=n_bootstrap, seed=seed,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    _write_json(json_out, result)
+    _record(store, "evaluate", str(json_out), {"policy": str(policy), "log": str(log or dataset), "method": method}, result)
+    level = int(round(100 * (1 - alpha)))
+    table = Table(title=f"{method} estimates on {result['n_rows']:,} logged decisions ({level} % CIs)")
+    for col in ("", "value", "ci low", "ci high"):
+        table.add_column(col, justify="right")
+    for name, key in (("candidate", "candidate"), ("current (logging)", "current"), ("improvement", "improvement")):
+        r = result[key]
+        table.add_row(name, f"{r['value']:.5f}", f"{r['ci_low']:.5f}", f"{r['ci_high']:.5f}")
+    console.print(table)
+    colour = "green" if result["verdict"] == "promote" else "yellow"
+    console.print(f"[bold {colour}]{result['verdict'].upper()}[/]: {result['reason']}")
+    console.print(f"written to [bold]{json_out}[/]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Open Bandit Dataset
+# ---------------------------------------------------------------------------------------------
+
+def _obd_root(root: Optional[Path]) -> Path:
+    import os
+
+    root = root or (Path(os.environ["GRPOKIT_OBD_ROOT"]) if "GRPOKIT_OBD_ROOT" in os.environ else None)
+    if root is None:
+        _fail("give --root DIR (the folder with random/ and bts/), or set GRPOKIT_OBD_ROOT")
+    if not root.is_dir():
+        _fail(f"OBD root {root} is not a folder")
+    return root
+
+
+@obd_app.command("validate")
+def obd_validate(
+    json_out: Path = typer.Option(..., "--json", help="Where to write the results"),
+    root: Optional[Path] = typer.Option(None, "--root", help="OBD folder (random/, bts/)"),
+    campaign: str = typer.Option("all", "--campaign"),
+    outcome_model: str = typer.Option("gbm", "--outcome-model"),
+    n_sim: int = typer.Option(100_000, "--n-sim", min=1000, help="Monte Carlo draws of the BTS policy"),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=10),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Estimate the BTS policy's value from the random logs with every estimator, vs its on-policy value."""
+    from grpokit.offline.obd_eval import validate_obd
+
+    try:
+        with console.status("fitting the outcome model and estimating..."):
+            result = validate_obd(
+                _obd_root(root), campaign, n_sim=n_sim, outcome_model=outcome_model, n_bootstrap=n_bootstrap, seed=seed
+            )
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    _write_json(json_out, result)
+    v = result["on_policy_value"]
+    table = Table(title=f"BTS policy value from the random log (campaign {campaign}); on-policy value {v:.5f}")
+    for col in ("estimator", "value", "95% CI", "relative error", "CI covers"):
+        table.add_column(col, justify="right")
+    for name, r in result["estimators"].items():
+        table.add_row(name, f"{r['value']:.5f}", f"[{r['ci_low']:.5f}, {r['ci_high']:.5f}]",
+                      f"{r['relative_error']:.3f}", "yes" if r["ci_covers_on_policy"] else "no")
+    console.print(table)
+    console.print(f"written to [bold]{json_out}[/]")
+
+
+@obd_app.command("learn")
+def obd_learn(
+    json_out: Path = typer.Option(..., "--json", help="Where to write the results"),
+    root: Optional[Path] = typer.Option(None, "--root", help="OBD folder (random/, bts/)"),
+    campaign: str = typer.Option("all", "--campaign"),
+    outcome_model: str = typer.Option("gbm", "--outcome-model"),
+    method: str = typer.Option("dr", "--method"),
+    test_fraction: float = typer.Option(0.5, "--test-fraction"),
+    set_: Optional[List[str]] = SetOption,
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Learn a GRPO policy from the random logs; its held-out value with a CI next to random and BTS."""
+    from grpokit.offline.obd_eval import learn_obd
+
+    cfg = _load(None, ["grpo.steps=300", "grpo.batch_size=512", "grpo.group_size=8", "grpo.lr=0.001",
+                       'grpo.device="cpu"', f"grpo.seed={seed}", *(set_ or [])])
+    try:
+        with console.status("learning from the random log..."):
+            result = learn_obd(_obd_root(root), campaign, test_fraction=test_fraction, outcome_model=outcome_model,
+                               config=cfg.grpo, method=method, seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    _write_json(json_out, result)
+    table = Table(title=f"held-out {method} value ({result['n_test']:,} random-log rows, campaign {campaign})")
+    for col in ("policy", "value", "95% CI"):
+        table.add_column(col, justify="right")
+    for name, r in result["policies"].items():
+        table.add_row(name, f"{r['value']:.5f}", f"[{r['ci_low']:.5f}, {r['ci_high']:.5f}]")
+    imp = result["improvement_over_random"]
+    table.add_row("grpo - random", f"{imp['value']:.5f}", f"[{imp['ci_low']:.5f}, {imp['ci_high']:.5f}]")
+    console.print(table)
+    console.print(f"written to [bold]{json_out}[/]")
 
 
 def main() -> None:  # pragma: no cover

@@ -6,7 +6,8 @@ P(r = 1 | x, a); other rewards a regressor. ``kind``:
 
 * ``"gbm"``: scikit-learn's HistGradientBoosting (interactions between x and a come from the trees);
 * ``"linear"``: standardized L2-regularized logistic regression (binary) or ridge (otherwise), with
-  the action one-hot and its products with x (a separate linear effect of x per action).
+  the action one-hot and, when ``interactions`` (default: only if d · n_actions <= 2000, since the
+  design grows as d · n_actions), its products with x (a separate linear effect of x per action).
 
 Cross-fitting: :meth:`OutcomeModel.fit` also fits one model per fold of a K-fold split, and
 :meth:`OutcomeModel.predict_crossfit` gives every training row the prediction of the fold model
@@ -58,6 +59,7 @@ class OutcomeModel:
         action_context: np.ndarray | None = None,
         n_folds: int = 5,
         task: Literal["auto", "binary", "regression"] = "auto",
+        interactions: bool | None = None,
         seed: int = 0,
         **params,
     ):
@@ -78,6 +80,7 @@ class OutcomeModel:
         self.action_context = action_context
         self.n_folds = n_folds
         self.task = task
+        self.interactions = interactions
         self.seed = seed
         self.params = params
 
@@ -96,7 +99,7 @@ class OutcomeModel:
         onehot = np.zeros((len(action), self.n_actions), dtype=np.float32)
         onehot[np.arange(len(action)), action] = 1.0
         parts = [x.astype(np.float32), onehot]
-        if self.kind == "linear":
+        if self.kind == "linear" and self.interactions_:
             parts.append((x[:, :, None] * onehot[:, None, :]).reshape(len(x), -1).astype(np.float32))
         if self.action_context is not None:
             parts.append(self.action_context[action].astype(np.float32))
@@ -138,6 +141,9 @@ class OutcomeModel:
         if len(x) < 2 * self.n_folds:
             raise ValueError(f"{len(x)} rows are too few for {self.n_folds}-fold cross-fitting")
         self.n_features_ = x.shape[1]
+        self.interactions_ = (
+            x.shape[1] * self.n_actions <= 2000 if self.interactions is None else bool(self.interactions)
+        )
         design = self._design(x, action)
         self.model_ = clone(self._estimator(self.binary_)).fit(design, reward)
         self.folds_ = []
