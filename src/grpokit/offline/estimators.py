@@ -140,13 +140,16 @@ def _validate(method, reward, action, pscore, target_probs, reward_hat, alpha, c
     action = np.asarray(action)
     if action.ndim != 1:
         raise ValueError(f"action must be a 1-d array, got shape {action.shape}")
-    if action.dtype == bool or not (np.issubdtype(action.dtype, np.integer) or np.issubdtype(action.dtype, np.floating)):
+    numeric = np.issubdtype(action.dtype, np.integer) or np.issubdtype(action.dtype, np.floating)
+    if action.dtype == bool or not numeric:
         raise ValueError(f"action must hold integer action codes, got dtype {action.dtype}")
     if np.issubdtype(action.dtype, np.floating):
         _check_finite("action", action)
         frac = np.flatnonzero(action != np.round(action))
         if len(frac):
-            raise ValueError(f"action must hold integer action codes; row {frac[0]} has {action[frac[0]]}{_rows_msg(frac)}")
+            raise ValueError(
+                f"action must hold integer action codes; row {frac[0]} has {action[frac[0]]}{_rows_msg(frac)}"
+            )
 
     n = len(reward)
     lengths = {"reward": n, "action": len(action), "pscore": len(pscore), "target_probs": target_probs.shape[0]}
@@ -183,8 +186,8 @@ def _validate(method, reward, action, pscore, target_probs, reward_hat, alpha, c
     bad = np.flatnonzero(np.abs(sums - 1.0) > _ROW_SUM_TOL)
     if len(bad):
         raise ValueError(
-            f"target_probs rows must sum to 1 (tolerance {_ROW_SUM_TOL:g}); row {bad[0]} sums to {float(sums[bad[0]])!r}"
-            f"{_rows_msg(bad)}"
+            f"target_probs rows must sum to 1 (tolerance {_ROW_SUM_TOL:g}); "
+            f"row {bad[0]} sums to {float(sums[bad[0]])!r}{_rows_msg(bad)}"
         )
     return reward, action, pscore, target_probs, reward_hat
 
