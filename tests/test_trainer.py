@@ -212,3 +212,24 @@ def test_beta_zero_loads_no_reference():
     assert not any(p.requires_grad for p in trainer.reference.parameters())
     trainer.train(steps=3)
     assert "kl" in trainer._last_metrics and trainer._last_metrics["kl"] >= 0
+
+
+def test_budget_multiplier_meets_the_budget():
+    # three actions: 0 costs nothing and earns 0.2, 1 costs 1 and earns 1.0, 2 costs 2 and earns 1.3;
+    # unconstrained the policy picks 2 (spend 2); a budget of 0.5 per decision must be met by mixing
+    sampler = TensorContextSampler(torch.randn(256, 2))
+    cost = torch.tensor([0.0, 1.0, 2.0])
+    gain = torch.tensor([0.2, 1.0, 1.3])
+    policy = Policy(MLPTorso(2, [16]), CategoricalHead(3))
+    cfg = GRPOConfig(steps=300, batch_size=128, group_size=8, lr=0.01, budget=0.5, budget_lr=0.2, device="cpu")
+    trainer = GRPOTrainer(policy, lambda c, a: {"profit": gain[a]}, cfg, context_sampler=sampler,
+                          spend_fn=lambda c, a: cost[a])
+    trainer.train()
+    with torch.no_grad():
+        probs = policy(sampler.contexts.obs).log_probs.exp().mean(0)
+    spend = float((probs * cost).sum())
+    assert abs(spend - 0.5) < 0.1, (spend, probs)
+    assert trainer.budget.value > 0
+    assert "budget/lambda" in trainer._last_metrics and "reward/budget_penalty" in trainer._last_metrics
+    with pytest.raises(ValueError, match="no spend"):
+        GRPOTrainer(policy, lambda c, a: gain[a], GRPOConfig(budget=1.0), context_sampler=sampler)

@@ -62,6 +62,8 @@ class GRPOConfig(_Strict):
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
     reward_weights: dict[str, float] = Field(default_factory=dict)  #: per named reward component
     reward_combine: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    budget: float | None = Field(None, gt=0)  #: allowed expected spend per decision (Lagrange-constrained)
+    budget_lr: float = Field(0.5, gt=0)  #: dual step: λ ← max(0, λ + budget_lr · (spend − budget) / budget)
     eval_every: int = Field(10, ge=1)
     eval_size: int = Field(4096, ge=1)
     checkpoint_every: int = Field(100, ge=1)

@@ -67,6 +67,7 @@ class GRPOTrainer:
         config: GRPOConfig | None = None,
         *,
         context_sampler=None,
+        spend_fn: Callable[[Contexts, Tensor], Tensor] | None = None,
         reference: Policy | None = None,
         out_dir: str | Path | None = None,
         n_groups: int | None = None,
@@ -95,6 +96,19 @@ class GRPOTrainer:
             self.reference = copy.deepcopy(reference if reference is not None else policy).to(self.device)
             self.reference.requires_grad_(False).eval()
         self._estimators: dict[str, object] = {}
+        self.budget = None
+        self.spend_fn = spend_fn
+        if c.budget is not None:
+            from grpokit.rewards import BudgetMultiplier
+
+            if self.spend_fn is None and self.scenario is not None:
+                self.spend_fn = getattr(self.scenario, "spend", None)
+            if self.spend_fn is None:
+                raise ValueError(
+                    "grpo.budget is set but there is no spend to constrain: the scenario has no spend() "
+                    "(or pass spend_fn to GRPOTrainer)"
+                )
+            self.budget = BudgetMultiplier(c.budget, c.budget_lr, normalized=True)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.step = 0
@@ -176,6 +190,12 @@ class GRPOTrainer:
                     + self._checkpoint_hint()
                 ) from err
         rewards = self.score(contexts, actions)
+        spend = None
+        if self.budget is not None:
+            # Lagrangian reward: r − λ·spend, with λ from before this batch (then updated below)
+            spend = self.spend_fn(contexts, actions)
+            rewards = dict(rewards) if isinstance(rewards, Mapping) else {"reward": rewards}
+            rewards["budget_penalty"] = self.budget.penalty(spend)
         adv, total, metrics = self.advantages(contexts, rewards)
         if tuple(total.shape) != (c.batch_size, c.group_size):
             raise ValueError(f"rewards must have shape [B, G] = [{c.batch_size}, {c.group_size}], got {tuple(total.shape)}")
@@ -214,6 +234,10 @@ class GRPOTrainer:
                 )
             self.optimizer.step()
         metrics.update(m)
+        if self.budget is not None:
+            metrics["budget/spend"] = spend.detach().float().mean()
+            metrics["budget/lambda"] = torch.tensor(self.budget.value)
+            self.budget.update(float(metrics["budget/spend"]))
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
         metrics["reward_mean"] = total.mean()
@@ -343,6 +367,8 @@ class GRPOTrainer:
         }
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
+        if self.budget is not None:
+            state["budget"] = self.budget.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -362,6 +388,10 @@ class GRPOTrainer:
                 raise ValueError("the checkpoint has no reference policy but beta > 0")
             self.reference.load_state_dict(state["reference"])
         self.eval_history = list(state.get("eval_history", []))
+        if self.budget is not None:
+            if "budget" not in state:
+                raise ValueError("the checkpoint has no budget multiplier but grpo.budget is set")
+            self.budget.load_state_dict(state["budget"])
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write the full training state atomically (a crash mid-write keeps the previous file)."""
