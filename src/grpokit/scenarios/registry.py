@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from grpokit.scenarios.allocation import AllocationConfig, AllocationScenario
 from grpokit.scenarios.preferences import PreferenceConfig, PreferenceScenario
+from grpokit.scenarios.pricing import PricingConfig, PricingScenario
 
-SCENARIO_CONFIGS = {"preferences": PreferenceConfig}
-SCENARIOS = {"preferences": PreferenceScenario}
+SCENARIO_CONFIGS = {"preferences": PreferenceConfig, "pricing": PricingConfig, "allocation": AllocationConfig}
+SCENARIOS = {"preferences": PreferenceScenario, "pricing": PricingScenario, "allocation": AllocationScenario}
 
 
 def make_scenario(name: str, **params):
