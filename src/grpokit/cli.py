@@ -29,6 +29,7 @@ app.add_typer(obd_app, name="obd")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
+StoreOption = typer.Option(Path("grpokit.duckdb"), "--store", help="The DuckDB store file")
 SetOption = typer.Option(
     None, "--set", help="Override a config key: section.key=value (repeatable), e.g. --set grpo.lr=0.001"
 )
@@ -86,6 +87,53 @@ def train(
         _fail(str(err))
     _print_summary(summary)
     console.print(f"results in [bold]{out}[/]: config.toml, metrics.jsonl, summary.json, checkpoint.pt")
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="TOML run file (e.g. examples/marketing.toml)"),
+    out: Path = typer.Option(..., "--out", help="Run directory: summary.json, report.html, metrics.jsonl, ..."),
+    set_: Optional[List[str]] = SetOption,
+    store: Path = StoreOption,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train, compare with the baselines and the oracle per cohort, pilot, and write a report."""
+    from grpokit.business import run_business
+
+    cfg = _load(config, set_)
+    try:
+        summary = run_business(cfg, out, progress=progress, store=store)
+    except (FileExistsError, ValueError) as err:
+        _fail(str(err))
+    _print_business(summary)
+    console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}; run recorded in {store}")
+
+
+def _print_business(summary: dict) -> None:
+    policies = summary["policies"]
+    groups = list(next(iter(policies.values())).get("per_group") or {})
+    table = Table(title=f"{summary['scenario']}: true value per unit ({summary['eval_units']:,} units; "
+                        f"training {summary['train_seconds']:.1f} s)")
+    table.add_column("policy")
+    table.add_column("value", justify="right")
+    table.add_column("/ oracle", justify="right")
+    has_spend = any("spend" in p for p in policies.values())
+    if has_spend:
+        table.add_column("spend", justify="right")
+    for g in groups[:6]:
+        table.add_column(g, justify="right")
+    for name, p in policies.items():
+        row = [name, f"{p['value']:.4f}", f"{p['share_of_oracle']:.3f}" if "share_of_oracle" in p else ""]
+        if has_spend:
+            row.append(f"{p.get('spend', float('nan')):.3f}")
+        row += [("" if (p.get("per_group") or {}).get(g) is None else f"{p['per_group'][g]:.3f}") for g in groups[:6]]
+        table.add_row(*row)
+    console.print(table)
+    if "pilot" in summary:
+        pl = summary["pilot"]
+        console.print(f"pilot ({pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on {pl['current_policy']}): "
+                      f"difference {pl['difference']:.4f}, 95% CI [{pl['ci_low']:.4f}, {pl['ci_high']:.4f}] "
+                      f"(true {pl['true_difference']:.4f})")
 
 
 def _print_summary(summary: dict) -> None:
@@ -231,7 +279,6 @@ def demo(
 # logged data: import, learn, evaluate
 # ---------------------------------------------------------------------------------------------
 
-StoreOption = typer.Option(Path("grpokit.duckdb"), "--store", help="The DuckDB store file")
 SchemaOption = typer.Option(None, "--schema", help="TOML file mapping your column names (LogSchema keys)")
 
 

@@ -17,6 +17,7 @@ from grpokit.scenarios.registry import SCENARIO_CONFIGS
 
 __all__ = [
     "AdvantageConfig",
+    "EvaluationConfig",
     "GRPOConfig",
     "PolicyConfig",
     "RunConfig",
@@ -93,12 +94,30 @@ class PolicyConfig(_Strict):
         return v
 
 
+class EvaluationConfig(_Strict):
+    """How ``grpokit run`` evaluates the trained policy (ignored by ``grpokit train``)."""
+
+    seed: int = 0
+    eval_size: int = Field(20000, ge=100)  #: evaluation population (true values)
+    log_size: int = Field(20000, ge=100)  #: simulated A/B log the learned baselines are fitted on
+    log_policy: Literal["uniform", "targeting"] = "uniform"
+    baselines: list[Literal["random", "best_single", "propensity", "t_learner", "x_learner"]] = Field(
+        default_factory=lambda: ["random", "best_single", "propensity", "t_learner", "x_learner"]
+    )
+    compare_ignore_spillover: bool = True  #: also train the same method with spillover switched off
+    pilot: bool = True  #: cluster-randomized pilot (whole cohorts on the new or the current policy)
+    pilot_size: int = Field(20000, ge=100)
+    current_policy: str = "best_single"  #: the pilot's control arm: a baseline name
+    tree_depth: int = Field(3, ge=1, le=8)  #: depth of the explanation tree
+
+
 class RunConfig(_Strict):
-    """A whole run: scenario, policy and trainer."""
+    """A whole run: scenario, policy, trainer and (for ``grpokit run``) evaluation."""
 
     scenario: SerializeAsAny[BaseModel]
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @field_validator("scenario", mode="before")
     @classmethod
