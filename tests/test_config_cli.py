@@ -127,3 +127,11 @@ def test_bench_throughput_cli(tmp_path):
     first = data["results"][0]
     assert (first["batch_size"], first["group_size"]) == (4096, 8)
     assert first["engine"]["decisions_per_second"] > 0
+
+
+@pytest.mark.parametrize("name", ["preferences", "marketing", "pricing", "allocation"])
+def test_every_scenario_config_round_trips(tmp_path, name):
+    cfg = load_config(None, [f"scenario.name={name}"])
+    path = tmp_path / "run.toml"
+    path.write_text(config_to_toml(cfg))
+    assert load_config(path).model_dump() == cfg.model_dump()

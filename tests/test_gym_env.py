@@ -225,3 +225,12 @@ def test_sb3_env_checker():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sb3_checker.check_env(make_env("preferences"), warn=False)
+
+
+def test_every_registered_scenario_is_an_env():
+    for name in ("marketing", "pricing", "allocation"):
+        env = make_env(name)
+        obs, info = env.reset(seed=0)
+        assert obs.shape == env.observation_space.shape
+        _, reward, terminated, _, step_info = env.step(env.action_space.sample())
+        assert terminated and np.isfinite(reward) and np.isfinite(step_info["expected_reward"])

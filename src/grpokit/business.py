@@ -73,7 +73,9 @@ def cluster_pilot(
     Units' outcomes are sampled from the scenario under the joint assignment (so spillover stays
     inside a cohort and does not contaminate the comparison); the effect is the difference of the
     arms' mean cohort outcomes, with a Welch t interval over cohorts (the cohort is the unit of
-    randomization). Also reports the true expected difference of the same pilot.
+    randomization). Also reports the true effect it estimates: the mean over cohorts of the cohort's
+    expected value under the new policy minus under the current one (spillover acts within cohorts,
+    so each cohort's value depends only on its own arm).
     """
     from scipy import stats
 
@@ -92,13 +94,15 @@ def cluster_pilot(
     if isinstance(outcome, dict):
         outcome = sum(outcome.values())
     outcome = outcome[:, 0].double()
-    expected = scenario.expected_reward(contexts, assignment.unsqueeze(1))[:, 0].double()
-    means, true_means = [], []
+    # the estimand: the mean over cohorts of (cohort value if all on the new policy − if all on the current one)
+    exp_new = scenario.expected_reward(contexts, new.unsqueeze(1))[:, 0].double()
+    exp_cur = scenario.expected_reward(contexts, current.unsqueeze(1))[:, 0].double()
+    means, effects = [], []
     for c in cohorts:
         rows = contexts.group == c
         means.append(float(outcome[rows].mean()))
-        true_means.append(float(expected[rows].mean()))
-    means, true_means = np.array(means), np.array(true_means)
+        effects.append(float(exp_new[rows].mean() - exp_cur[rows].mean()))
+    means = np.array(means)
     t, ctl = means[treat_cohort.numpy()], means[~treat_cohort.numpy()]
     diff = float(t.mean() - ctl.mean())
     se = math.sqrt(t.var(ddof=1) / len(t) + ctl.var(ddof=1) / len(ctl))
@@ -111,7 +115,7 @@ def cluster_pilot(
         "difference": diff,
         "ci_low": diff - q * se,
         "ci_high": diff + q * se,
-        "true_difference": float(true_means[treat_cohort.numpy()].mean() - true_means[~treat_cohort.numpy()].mean()),
+        "true_effect": float(np.mean(effects)),
         "alpha": alpha,
     }
 
@@ -197,8 +201,10 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     for name, block in policies.items():
         if "oracle" in policies and policies["oracle"]["value"]:
             block["share_of_oracle"] = block["value"] / policies["oracle"]["value"]
-        if "offer_rate_by_segment" in block and "sure_things" in block["offer_rate_by_segment"]:
-            block["offer_rate_sure_things"] = block["offer_rate_by_segment"]["sure_things"]
+        rates = block.get("offer_rate_by_segment") or {}
+        for key in ("sure_things", "sure_thing"):
+            if key in rates:
+                block["offer_rate_sure_things"] = rates[key]
     reference = "random" if "random" in policies else next((n for n in policies if n not in ("grpo", "oracle")), None)
     _fairness(policies, reference)
 

@@ -120,20 +120,26 @@ def _print_business(summary: dict) -> None:
     has_spend = any("spend" in p for p in policies.values())
     if has_spend:
         table.add_column("spend", justify="right")
-    for g in groups[:6]:
-        table.add_column(g, justify="right")
+    if len(groups) > 4:  # many cohorts: the worst one and the fairness figures instead of one column each
+        groups = []
+        table.add_column("worst cohort", justify="right")
+        table.add_column("lowest cohort gain", justify="right")
     for name, p in policies.items():
         row = [name, f"{p['value']:.4f}", f"{p['share_of_oracle']:.3f}" if "share_of_oracle" in p else ""]
         if has_spend:
             row.append(f"{p.get('spend', float('nan')):.3f}")
-        row += [("" if (p.get("per_group") or {}).get(g) is None else f"{p['per_group'][g]:.3f}") for g in groups[:6]]
+        if groups:
+            row += [("" if (p.get("per_group") or {}).get(g) is None else f"{p['per_group'][g]:.3f}") for g in groups]
+        else:
+            vals = [v for v in (p.get("per_group") or {}).values() if v is not None]
+            row += [f"{min(vals):.3f}" if vals else "", f"{p['lowest_cohort_improvement']:.3f}" if "lowest_cohort_improvement" in p else ""]
         table.add_row(*row)
     console.print(table)
     if "pilot" in summary:
         pl = summary["pilot"]
         console.print(f"pilot ({pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on {pl['current_policy']}): "
                       f"difference {pl['difference']:.4f}, 95% CI [{pl['ci_low']:.4f}, {pl['ci_high']:.4f}] "
-                      f"(true {pl['true_difference']:.4f})")
+                      f"(true effect {pl['true_effect']:.4f})")
 
 
 def _print_summary(summary: dict) -> None:

@@ -172,7 +172,10 @@ class ScenarioEnv(gym.Env):
             raise RuntimeError("call reset() before step(): each episode is one decision")
         ctx = self._context
         a = self._to_tensor(action, self.action_space).to(self.device)
-        reward = float(self.scenario.reward(ctx, a, self._generator, step=self.scenario_step)[0, 0])
+        sampled = self.scenario.reward(ctx, a, self._generator, step=self.scenario_step)
+        if isinstance(sampled, dict):  # named components: "profit" when there is one, else their sum
+            sampled = sampled["profit"] if "profit" in sampled else sum(sampled.values())
+        reward = float(sampled[0, 0])
         info = self._info(ctx)
         info["expected_reward"] = float(self.scenario.expected_reward(ctx, a)[0, 0])
         best = self.scenario.oracle_actions(ctx)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from grpokit.scenarios.allocation import AllocationConfig, AllocationScenario
+from grpokit.scenarios.marketing import MarketingConfig, MarketingScenario
 from grpokit.scenarios.preferences import PreferenceConfig, PreferenceScenario
 from grpokit.scenarios.pricing import PricingConfig, PricingScenario
 
-SCENARIO_CONFIGS = {"preferences": PreferenceConfig, "pricing": PricingConfig, "allocation": AllocationConfig}
-SCENARIOS = {"preferences": PreferenceScenario, "pricing": PricingScenario, "allocation": AllocationScenario}
+SCENARIO_CONFIGS = {"preferences": PreferenceConfig, "marketing": MarketingConfig, "pricing": PricingConfig, "allocation": AllocationConfig}
+SCENARIOS = {"preferences": PreferenceScenario, "marketing": MarketingScenario, "pricing": PricingScenario, "allocation": AllocationScenario}
 
 
 def make_scenario(name: str, **params):

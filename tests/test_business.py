@@ -1,0 +1,70 @@
+"""`grpokit run` end to end on small budgets: the summary a business reads, the pilot, the report."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from grpokit.business import cluster_pilot
+from grpokit.cli import app
+from grpokit.scenarios import make_scenario
+
+runner = CliRunner()
+SMALL = ["--set", "grpo.steps=40", "--set", "grpo.batch_size=128", "--set", "grpo.eval_size=512",
+         "--set", "evaluation.eval_size=2000", "--set", "evaluation.log_size=3000", "--set", "evaluation.pilot_size=3000",
+         "--no-progress"]
+
+
+def test_marketing_run(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", "--out", str(out), "--set", "scenario.name=marketing", "--set", "scenario.spillover=0.1",
+                            "--store", str(tmp_path / "s.duckdb"), *SMALL])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    names = {"grpo", "grpo_ignoring_spillover", "random", "best_single", "propensity", "t_learner", "x_learner", "oracle"}
+    assert set(s["policies"]) == names
+    for block in s["policies"].values():
+        assert {"value", "per_group", "spend", "offer_rate_sure_things"} <= set(block)
+        assert len(block["per_group"]) == 12
+    assert s["policies"]["oracle"]["share_of_oracle"] == pytest.approx(1.0)
+    assert all(b["value"] <= s["policies"]["oracle"]["value"] + 1e-9 for b in s["policies"].values())
+    assert "lowest_cohort_improvement" in s["policies"]["grpo"] and "cohort_improvement_spread" in s["policies"]["grpo"]
+    p = s["pilot"]
+    assert p["ci_low"] <= p["difference"] <= p["ci_high"] and p["cohorts_new"] + p["cohorts_current"] == 12
+    assert s["oracle_kind"] == "reference"
+    html = (out / "report.html").read_text()
+    assert "Who gets which decision" in html and "fidelity" in html
+    assert 0 <= s["explanation"]["fidelity"] <= 1
+    again = runner.invoke(app, ["run", "--out", str(out), "--set", "scenario.name=marketing", *SMALL])
+    assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+@pytest.mark.parametrize("name, baselines", [("pricing", {"best_fixed_price"}), ("allocation", {"equal_split", "best_fixed_split"})])
+def test_continuous_runs(tmp_path, name, baselines):
+    out = tmp_path / name
+    r = runner.invoke(app, ["run", "--out", str(out), "--set", f"scenario.name={name}", "--store", str(tmp_path / "s.duckdb"), *SMALL])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["policies"]) == {"grpo", "oracle"} | baselines
+    assert (out / "report.html").is_file()
+
+
+def test_cluster_pilot_recovers_a_known_difference():
+    sc = make_scenario("marketing")
+    ctx = sc.sample_contexts(20000, torch.Generator().manual_seed(0))
+    none = torch.zeros(len(ctx), dtype=torch.long)
+    oracle = sc.oracle_actions(ctx)
+    res = cluster_pilot(sc, ctx, oracle, none, seed=1)
+    assert res["true_effect"] > 0 and res["ci_low"] <= res["true_effect"] <= res["ci_high"]
+    same = cluster_pilot(sc, ctx, none, none, seed=1)
+    assert same["true_effect"] == 0.0 and same["ci_low"] <= 0.0 <= same["ci_high"]
+    with pytest.raises(ValueError, match="at least 4 cohorts"):
+        cluster_pilot(make_scenario("pricing"), make_scenario("pricing").sample_contexts(100, torch.Generator()),
+                      torch.ones(100), torch.ones(100))
+
+
+def test_bad_evaluation_config(tmp_path):
+    r = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "scenario.name=marketing",
+                            "--set", 'evaluation.baselines=["magic"]'])
+    assert r.exit_code == 2 and "evaluation.baselines" in r.output
