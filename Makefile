@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP_FLAGS ?= -q
 EXTRAS ?= test
 
-.PHONY: install demo test bench bench-throughput bench-preferences bench-ppo clean
+.PHONY: install demo demo-preferences test bench bench-throughput bench-preferences bench-ppo clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## make demo: the preference scenario end to end (GRPO vs P-GRPO), prints a per-group table
+## make demo: the marketing example end to end (train, baselines, oracle, pilot, report, DuckDB store)
 demo: $(STAMP)
-	$(BIN)/grpokit demo --out runs/demo
+	rm -rf runs/demo
+	$(BIN)/grpokit run examples/marketing.toml --out runs/demo --store grpokit.duckdb
+
+## the preference-group comparison (GRPO, Dr. GRPO, rank, P-GRPO)
+demo-preferences: $(STAMP)
+	$(BIN)/grpokit demo --out runs/demo-preferences
 
 ## make test: the whole test suite (CPU, about a few minutes on 2 cores)
 test: $(STAMP)

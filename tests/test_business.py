@@ -68,3 +68,37 @@ def test_bad_evaluation_config(tmp_path):
     r = runner.invoke(app, ["run", "--out", str(tmp_path / "x"), "--set", "scenario.name=marketing",
                             "--set", 'evaluation.baselines=["magic"]'])
     assert r.exit_code == 2 and "evaluation.baselines" in r.output
+
+
+def test_scenario_simulate_and_evaluate_agree_with_monte_carlo(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    log = tmp_path / "log.parquet"
+    sets = ["--set", "scenario.name=marketing", "--set", "scenario.spillover=0.1"]
+    r = runner.invoke(app, ["scenario", "simulate", "--out", str(log), "--n", "3000", "--seed", "5", *sets])
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(log)
+    assign = pd.DataFrame({"unit_id": df["decision_id"], "action": np.where(df["frequency"] > 0, 3, 0)})
+    assign.sample(frac=1.0, random_state=0).to_csv(tmp_path / "a.csv", index=False)  # order must not matter
+    out = tmp_path / "v.json"
+    r = runner.invoke(app, ["scenario", "evaluate", "--assignment", str(tmp_path / "a.csv"), "--json", str(out),
+                            "--n", "3000", "--seed", "5", *sets])
+    assert r.exit_code == 0, r.output
+    value = json.loads(out.read_text())["value"]
+    # Monte Carlo: 400 independent realizations of the same joint assignment (spillover included)
+    sc = make_scenario("marketing", spillover=0.1)
+    _, ctx, _ = sc.simulate_log(3000, "uniform", seed=5, return_contexts=True)
+    a = torch.as_tensor(assign["action"].to_numpy()).long().unsqueeze(1).expand(-1, 400)
+    profit = sc.reward(ctx, a, torch.Generator().manual_seed(9))["profit"].double()
+    per_draw = profit.mean(0)
+    assert abs(float(per_draw.mean()) - value) < 4 * float(per_draw.std()) / 20 + 1e-6
+    # bad assignments
+    assign.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
+    r = runner.invoke(app, ["scenario", "evaluate", "--assignment", str(tmp_path / "short.csv"), "--json", str(out), "--n", "3000", *sets])
+    assert r.exit_code == 2 and "exactly one action" in r.output
+    bad = assign.copy()
+    bad.loc[7, "action"] = 9
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    r = runner.invoke(app, ["scenario", "evaluate", "--assignment", str(tmp_path / "bad.csv"), "--json", str(out), "--n", "3000", *sets])
+    assert r.exit_code == 2 and "unit_id 7" in r.output

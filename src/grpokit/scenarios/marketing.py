@@ -230,7 +230,7 @@ class MarketingConfig(BaseModel):
     offers: list[OfferConfig] = Field(default_factory=_default_offers, min_length=2)
     channels: list[str] = Field(default_factory=lambda: ["web", "app", "store"], min_length=1)
     regions: list[str] = Field(default_factory=lambda: ["north", "south", "east", "west"], min_length=1)
-    feature_noise: float = Field(0.8, ge=0)  #: sd of the noise on the four continuous features (z units)
+    feature_noise: float = Field(0.4, ge=0)  #: sd of the noise on the four continuous features (z units)
     base_prob_spread: float = Field(0.03, ge=0)  #: sd of a customer's base probability around its segment's
     basket_spread: float = Field(0.4, ge=0, le=3)  #: sd of log m (customer's mean basket) within a segment
     basket_noise: float = Field(0.3, ge=0, le=3)  #: sd of log v / m per purchase (mean preserving)
