@@ -89,7 +89,7 @@ def test_scenario_simulate_and_evaluate_agree_with_monte_carlo(tmp_path):
     # Monte Carlo: 400 independent realizations of the same joint assignment (spillover included)
     sc = make_scenario("marketing", spillover=0.1)
     _, ctx, _ = sc.simulate_log(3000, "uniform", seed=5, return_contexts=True)
-    a = torch.as_tensor(assign["action"].to_numpy()).long().unsqueeze(1).expand(-1, 400)
+    a = torch.tensor(assign["action"].to_numpy()).long().unsqueeze(1).expand(-1, 400)
     profit = sc.reward(ctx, a, torch.Generator().manual_seed(9))["profit"].double()
     per_draw = profit.mean(0)
     assert abs(float(per_draw.mean()) - value) < 4 * float(per_draw.std()) / 20 + 1e-6

@@ -13,10 +13,19 @@ __all__ = ["write_report", "line_chart_svg", "bar_chart_svg"]
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:960px;color:#222}
 h1{font-size:1.6em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+.scroll{overflow-x:auto} table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f7;padding:1em;overflow-x:auto} .note{color:#555;font-size:.9em}
 """
+
+#: extra per-policy figures shown in the policy table, with their column titles
+_POLICY_COLUMNS = {
+    "share_of_oracle": "share of oracle",
+    "spend": "spend",
+    "offer_rate_sure_things": "offer rate, sure things",
+    "lowest_cohort_improvement": "lowest cohort gain",
+    "cohort_improvement_spread": "cohort gain spread",
+}
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -103,7 +112,7 @@ def bar_chart_svg(values: dict[str, tuple[float, float | None, float | None]], *
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def write_report(
@@ -134,19 +143,23 @@ def write_report(
         if p.get("value") is not None
     }
     parts.append(bar_chart_svg(bars, title="value per decision (lines: confidence intervals where estimated)"))
-    cols = ["policy", "value", "ci low", "ci high"]
-    extra_keys = sorted({k for p in policies.values() for k, v in p.items() if isinstance(v, (int, float)) and k not in ("value", "ci_low", "ci_high")})
-    rows = [[name, p.get("value"), p.get("ci_low"), p.get("ci_high"), *[p.get(k) for k in extra_keys]] for name, p in policies.items()]
-    parts.append(_table(cols + extra_keys, rows))
-    groups = sorted({g for p in policies.values() for g in (p.get("per_group") or {})})
+    has_ci = any(p.get("ci_low") is not None for p in policies.values())
+    shown = [k for k in _POLICY_COLUMNS if any(k in p for p in policies.values())]
+    header = ["policy", "value", *(["ci low", "ci high"] if has_ci else []), *[_POLICY_COLUMNS[k] for k in shown]]
+    rows = [
+        [name, p.get("value"), *([p.get("ci_low"), p.get("ci_high")] if has_ci else []), *[p.get(k) for k in shown]]
+        for name, p in policies.items()
+    ]
+    parts.append(_table(header, rows))
+    groups = list(dict.fromkeys(g for p in policies.values() for g in (p.get("per_group") or {})))
     if groups:
         parts.append("<h2>Value per cohort</h2>")
-        parts.append(_table(["policy", *groups], [[name, *[(p.get("per_group") or {}).get(g) for g in groups]] for name, p in policies.items()]))
+        parts.append(_table(["cohort", *policies], [[g, *[(p.get("per_group") or {}).get(g) for p in policies.values()]] for g in groups]))
     if curves:
         parts.append("<h2>Training</h2>")
         parts.append(line_chart_svg(curves, title="training curves"))
     if assignment:
-        actions = sorted({a for shares in assignment.values() for a in shares})
+        actions = list(dict.fromkeys(a for shares in assignment.values() for a in shares))
         parts.append("<h2>Who gets which decision</h2><p class='note'>share of each cohort given each decision by the trained policy</p>")
         parts.append(_table(["cohort", *actions], [[c, *[shares.get(a, 0.0) for a in actions]] for c, shares in assignment.items()]))
     if explanation:
