@@ -161,7 +161,7 @@ def test_expected_reward_matches_monte_carlo(spillover):
 
 
 def test_reward_components():
-    assert MarketingScenario().config.reward_components == ["profit"]  # the default trains on profit alone
+    assert MarketingScenario().config.reward_components == ["profit", "peer_effect"]  # own profit + spillover credit
     sc = MarketingScenario(reward_components=["profit", "revenue", "cost", "uplift_profit"])
     ctx = _ctx(sc, 200)
     actions = torch.randint(5, (200, 3), generator=torch.Generator().manual_seed(0))
@@ -382,3 +382,21 @@ def test_trains_with_the_grpo_trainer():
     m = trainer.train_step()
     assert float(m["reward_mean"]) == pytest.approx(float(m["reward/profit"]), rel=1e-5)
     assert trainer.oracle["value"] > 0
+
+
+def test_peer_effect_is_the_change_in_peers_profit():
+    # brute force: for each customer, peers' expected profit with its offer minus with "none" instead
+    sc = MarketingScenario(spillover=0.05, base_prob_spread=0.0)
+    ctx = _ctx(sc, 60)
+    a = torch.randint(0, 5, (60,), generator=torch.Generator().manual_seed(3))
+    pe = sc.peer_effect(ctx, a.unsqueeze(1))[:, 0].double()
+    for i in range(60):
+        alt = a.clone()
+        alt[i] = 0
+        both = torch.stack([a, alt], 1)
+        prof = sc.expected_reward(ctx, both).double()
+        peers = (ctx.group == ctx.group[i]) & (torch.arange(60) != i)
+        brute = float(prof[peers, 0].sum() - prof[peers, 1].sum())
+        assert abs(brute - float(pe[i])) < 1e-3 * max(1.0, abs(brute)), (i, brute, float(pe[i]))
+    assert torch.all(sc.peer_effect(ctx, torch.zeros(60, 2, dtype=torch.long)) == 0)
+    assert torch.all(MarketingScenario().peer_effect(ctx, a.unsqueeze(1)) == 0)  # spillover off

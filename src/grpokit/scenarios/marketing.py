@@ -89,8 +89,10 @@ offer o (d = discount_o, f = free_shipping_o, c = [o ≠ none]) and purchase ind
 
 With the default ``gross_margin = 1`` the basket value is treated as margin and
 ``profit = y · (v · (1 − d) − f · shipping) − contact``. ``reward(...)`` returns a dict of ``[B, G]``
-components, those named in ``reward_components`` (default ``["profit"]``; add ``revenue``,
-``cost``, ``spend`` or ``uplift_profit`` to log them):
+components, those named in ``reward_components`` (default ``["profit", "peer_effect"]``: the
+customer's own profit plus what its offer adds to its cohort peers through spillover, see
+:meth:`MarketingScenario.peer_effect`; add ``revenue``, ``cost``, ``spend`` or ``uplift_profit``
+to log them):
 
 * ``profit``, ``revenue``, ``cost``, ``spend``: sampled as above (profit = revenue − cost);
 * ``uplift_profit``: ground truth, noise-free: E[profit | o, q_b] − E[profit | none, q_b], the
@@ -152,7 +154,7 @@ from grpokit.scenarios.base import Contexts, Scenario
 
 __all__ = ["MarketingConfig", "MarketingScenario", "OfferConfig", "SegmentConfig"]
 
-RewardComponent = Literal["profit", "revenue", "cost", "uplift_profit", "spend"]
+RewardComponent = Literal["profit", "peer_effect", "revenue", "cost", "uplift_profit", "spend"]
 CONTINUOUS_FEATURES = ("recency", "frequency", "monetary", "tenure")
 
 
@@ -242,7 +244,7 @@ class MarketingConfig(BaseModel):
     spillover: float = Field(0.0, ge=-1, le=1)  #: > 0 word of mouth, < 0 offer fatigue, 0 off
     budget_per_customer: float | None = Field(None, ge=0)  #: cap on mean expected spend per customer
     reward_components: list[RewardComponent] = Field(
-        default_factory=lambda: ["profit"], min_length=1
+        default_factory=lambda: ["profit", "peer_effect"], min_length=1
     )
     oracle_rounds: int = Field(5, ge=0)  #: max coordinate-ascent sweeps of the reference oracle (stops when none moves)
     targeting_offer: str = "10% off"  #: offer the "targeting" logging policy favours
@@ -432,6 +434,33 @@ class MarketingScenario(Scenario):
         terms = self._terms(contexts, actions)
         return self._expected_profit(terms) - self._expected_profit(terms, terms["p_none"], none=True)
 
+    def peer_effect(self, contexts: Contexts, actions: Tensor) -> Tensor:
+        """``[B, G]``: expected profit that customer i's offer adds to its cohort peers through spillover.
+
+        Treating i raises every peer j's treated share by 1 / (n_c − 1), so (ignoring the clip of
+        probabilities to [0, 1]) peer_effect_i = [a_i ≠ none] · spillover / (n_c − 1) ·
+        Σ_{j ≠ i in cohort} sens_j · unit_j, with unit_j the profit of one purchase of j under its own
+        offer. Added to the own profit it is a *difference reward*: the change in the cohort's total
+        profit caused by i's decision, so GRPO credits an offer for its spillover (without it, each
+        customer's sampled actions only see their own profit and the policy ignores peers). 0 when
+        spillover is off.
+        """
+        actions = self._check_actions(contexts, actions)
+        if self.config.spillover == 0:
+            return torch.zeros(actions.shape, device=actions.device)
+        c = self.config
+        t = self._tables(actions.device, torch.float32)
+        seg = contexts.extra["segment"].long().unsqueeze(1)
+        basket = contexts.extra["basket"].float().unsqueeze(1)
+        unit = basket * (c.gross_margin - t["discount"][actions]) - c.shipping_cost * t["free_shipping"][actions]
+        weighted = t["spill_sens"][seg] * unit  # [B, G]
+        group = contexts.group.long()
+        total = torch.zeros(self.n_groups, actions.shape[1], device=actions.device).index_add_(0, group, weighted)
+        size = torch.bincount(group, minlength=self.n_groups).float()
+        peers = (size[group] - 1.0).clamp_min(1.0).unsqueeze(1)
+        treated = (actions != 0).float()
+        return treated * c.spillover * (total[group] - weighted) / peers
+
     # -- sampled rewards -------------------------------------------------------------------------
 
     def _sample(self, contexts: Contexts, actions: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
@@ -447,6 +476,8 @@ class MarketingScenario(Scenario):
         cost = contact + bought * (shipping + v * (1.0 - c.gross_margin))
         out = {"profit": revenue - cost, "revenue": revenue, "cost": cost,
                "spend": contact + bought * (v * terms["discount"] + shipping)}
+        if "peer_effect" in c.reward_components:
+            out["peer_effect"] = self.peer_effect(contexts, actions)
         if "uplift_profit" in c.reward_components:
             out["uplift_profit"] = self._expected_profit(terms) - self._expected_profit(terms, terms["p_none"], none=True)
         return out
