@@ -102,3 +102,18 @@ def test_scenario_simulate_and_evaluate_agree_with_monte_carlo(tmp_path):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     r = runner.invoke(app, ["scenario", "evaluate", "--assignment", str(tmp_path / "bad.csv"), "--json", str(out), "--n", "3000", *sets])
     assert r.exit_code == 2 and "unit_id 7" in r.output
+
+
+def test_marketing_learned_from_logs_reports_off_policy_values(tmp_path):
+    out = tmp_path / "logs"
+    r = runner.invoke(app, ["run", "--out", str(out), "--set", "scenario.name=marketing", "--set", "evaluation.train_on=logs",
+                            "--set", "evaluation.pilot=false", "--store", str(tmp_path / "s.duckdb"), *SMALL])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    for name, block in s["policies"].items():
+        if name == "oracle":
+            continue
+        assert block["estimator"] == "dr" and block["ci_low"] <= block["value"] <= block["ci_high"]
+        assert "true_value" in block
+    r = runner.invoke(app, ["run", "--out", str(tmp_path / "p"), "--set", "scenario.name=pricing", "--set", "evaluation.train_on=logs", *SMALL])
+    assert r.exit_code == 2 and "simulates logs" in r.output

@@ -168,10 +168,15 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     (out / "metrics.jsonl").write_text("")
     t0 = time.perf_counter()
     trainer = build_trainer(config, out, progress)
-    train_summary = trainer.train()
+    if cfg.train_on == "logs":
+        if not hasattr(trainer.scenario, "simulate_log"):
+            raise ValueError(f"evaluation.train_on = 'logs' needs a scenario that simulates logs; {trainer.scenario.name!r} does not")
+        policy, train_summary = _learn_from_simulated_log(trainer.scenario, config)
+    else:
+        train_summary = trainer.train()
+        policy = trainer.policy
     train_seconds = time.perf_counter() - t0
     scenario = trainer.scenario
-    policy = trainer.policy
 
     eval_gen = torch.Generator().manual_seed(cfg.seed + 7)
     contexts = scenario.sample_contexts(cfg.eval_size, eval_gen)
@@ -207,6 +212,8 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
                 block["offer_rate_sure_things"] = rates[key]
     reference = "random" if "random" in policies else next((n for n in policies if n not in ("grpo", "oracle")), None)
     _fairness(policies, reference)
+    if cfg.train_on == "logs":
+        _off_policy_values(scenario, config, policies, {k: v for k, v in assignments.items() if k != "oracle"}, policy)
 
     summary: dict = {
         "scenario": scenario.name,
@@ -257,6 +264,60 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     if store is not None:
         _record(store, out, config, summary)
     return summary
+
+
+def _learn_from_simulated_log(scenario: Scenario, config: RunConfig):
+    """Learn from logs, as a business without a simulator would: a cross-fitted outcome model on the
+    A/B log (the one the baselines see) scores the G actions GRPO samples per logged context."""
+    from grpokit.offline.io import read_log
+    from grpokit.offline.learn import learn_from_outcome_model
+    from grpokit.offline.outcome import OutcomeModel
+
+    cfg = config.evaluation
+    log = read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 101), scenario.log_schema())
+    model = OutcomeModel(log.n_actions, "gbm", seed=cfg.seed).fit(log.features, log.action, log.reward)
+    policy, summary = learn_from_outcome_model(
+        log.features, model.predict_crossfit(), config.grpo, config.policy,
+        group=log.group if config.policy.group_embedding_dim > 0 else None, n_groups=scenario.n_groups,
+    )
+    return policy, summary
+
+
+def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, assignments: dict, policy) -> None:
+    """What a business without a simulator would report: DR estimates with CIs on a held-out A/B log.
+
+    ``value`` becomes the off-policy estimate (with ``ci_low``/``ci_high``) and the simulator's
+    ground truth moves to ``true_value``. Spillover violates the no-interference assumption of
+    off-policy estimators, so with spillover the estimates are biased: compare with ``true_value``.
+    """
+    from grpokit.baselines import make_baseline
+    from grpokit.offline.estimators import estimate_value
+    from grpokit.offline.io import read_log
+    from grpokit.offline.outcome import OutcomeModel
+
+    cfg = config.evaluation
+    train = read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 101), scenario.log_schema())
+    test = read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 202), scenario.log_schema())
+    n_actions = test.n_actions
+    reward_hat = OutcomeModel(n_actions, "gbm", seed=cfg.seed).fit(test.features, test.action, test.reward).predict_crossfit()
+    x = torch.as_tensor(test.features, dtype=torch.float32)
+    g = torch.tensor(test.group, dtype=torch.long) if test.group is not None else None
+    decisions: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        decisions["grpo"] = policy.act(x, g).numpy()
+    for name in assignments:
+        if name in ("grpo", "grpo_ignoring_spillover"):
+            continue
+        b = make_baseline(name, n_actions, control=0, seed=cfg.seed).fit(train.features, train.action, train.reward)
+        decisions[name] = b.decide(test.features)
+    for name, d in decisions.items():
+        target = np.zeros((len(d), n_actions))
+        target[np.arange(len(d)), d] = 1.0
+        res = estimate_value("dr", reward=test.reward, action=test.action, pscore=test.pscore, target_probs=target,
+                             reward_hat=reward_hat, seed=cfg.seed)
+        block = policies[name]
+        block["true_value"] = block["value"]
+        block.update({"value": res.value, "ci_low": res.ci_low, "ci_high": res.ci_high, "estimator": "dr"})
 
 
 def _decide_like(name: str, assignments: dict, scenario: Scenario, contexts: Contexts, cfg) -> torch.Tensor:

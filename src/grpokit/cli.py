@@ -121,6 +121,10 @@ def _print_business(summary: dict) -> None:
     table.add_column("policy")
     table.add_column("value", justify="right")
     table.add_column("/ oracle", justify="right")
+    has_ci = any("ci_low" in p for p in policies.values())
+    if has_ci:
+        table.add_column("95% CI (DR, held-out log)", justify="right")
+        table.add_column("true value", justify="right")
     has_spend = any("spend" in p for p in policies.values())
     if has_spend:
         table.add_column("spend", justify="right")
@@ -130,6 +134,8 @@ def _print_business(summary: dict) -> None:
         table.add_column("lowest cohort gain", justify="right")
     for name, p in policies.items():
         row = [name, f"{p['value']:.4f}", f"{p['share_of_oracle']:.3f}" if "share_of_oracle" in p else ""]
+        if has_ci:
+            row += [f"[{p['ci_low']:.3f}, {p['ci_high']:.3f}]" if "ci_low" in p else "", f"{p.get('true_value', p['value']):.4f}"]
         if has_spend:
             row.append(f"{p.get('spend', float('nan')):.3f}")
         if groups:

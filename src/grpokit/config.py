@@ -98,6 +98,9 @@ class EvaluationConfig(_Strict):
     """How ``grpokit run`` evaluates the trained policy (ignored by ``grpokit train``)."""
 
     seed: int = 0
+    #: "simulation": GRPO trains on batch simulations; "logs": on the simulated A/B log only (outcome
+    #: model + GRPO), and values are also estimated off-policy (DR, with CIs) on a held-out log
+    train_on: Literal["simulation", "logs"] = "simulation"
     eval_size: int = Field(20000, ge=100)  #: evaluation population (true values)
     log_size: int = Field(20000, ge=100)  #: simulated A/B log the learned baselines are fitted on
     log_policy: Literal["uniform", "targeting"] = "uniform"

@@ -49,7 +49,7 @@ def learn_from_outcome_model(
     config = config or GRPOConfig()
     policy_config = policy_config or PolicyConfig()
     torch.manual_seed(config.seed)
-    g = None if group is None else torch.as_tensor(np.asarray(group), dtype=torch.long)
+    g = None if group is None else torch.tensor(np.asarray(group), dtype=torch.long)
     n_groups = n_groups or (int(g.max()) + 1 if g is not None else 1)
     torso = MLPTorso(
         features.shape[1],
@@ -75,7 +75,7 @@ def learn_from_outcome_model(
 def action_probabilities(policy: Policy, features: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
     """``[n, n_actions]``: the (stochastic) policy's probability of each action for each context."""
     obs = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    g = None if group is None else torch.as_tensor(np.asarray(group), dtype=torch.long)
+    g = None if group is None else torch.tensor(np.asarray(group), dtype=torch.long)
     policy.eval()
     dist = policy(obs, g)
     return dist.log_probs.exp().double().numpy()
