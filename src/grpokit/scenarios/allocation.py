@@ -129,12 +129,10 @@ class AllocationScenario(Scenario):
     """Split a budget across channels with diminishing returns and target penalties; knows its oracle."""
 
     name = "allocation"
+    config_class = AllocationConfig
 
     def __init__(self, config: AllocationConfig | None = None, **params):
-        if config is None:
-            config = AllocationConfig(**params)
-        elif params:
-            raise ValueError("pass either an AllocationConfig or keyword parameters, not both")
+        config = self._config_from(config, params)
         self.config = c = config
         self.n_channels = k = len(c.channel_names)
         self.channel_names = list(c.channel_names)

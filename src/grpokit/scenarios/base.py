@@ -58,6 +58,17 @@ class Scenario(ABC):
     n_groups: int
     group_names: list[str]
     action_spec: dict
+    #: the pydantic model of the scenario's parameters
+    config_class: type
+
+    @classmethod
+    def _config_from(cls, config, params: dict):
+        """The scenario's config: the one given, or one built (and validated) from keyword parameters."""
+        if config is None:
+            return cls.config_class(**params)
+        if params:
+            raise ValueError(f"pass either a {cls.config_class.__name__} or keyword parameters, not both")
+        return config
 
     @abstractmethod
     def sample_contexts(self, n: int, generator: torch.Generator) -> Contexts:

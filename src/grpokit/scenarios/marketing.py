@@ -291,12 +291,10 @@ class MarketingScenario(Scenario):
     """A retailer's offer targeting: latent segments, noisy features, cohort spillover, ground truth."""
 
     name = "marketing"
+    config_class = MarketingConfig
 
     def __init__(self, config: MarketingConfig | None = None, **params):
-        if config is None:
-            config = MarketingConfig(**params)
-        elif params:
-            raise ValueError("pass either a MarketingConfig or keyword parameters, not both")
+        config = self._config_from(config, params)
         self.config = c = config
         self.segment_names = [s.name for s in c.segments]
         self.action_names = [o.name for o in c.offers]

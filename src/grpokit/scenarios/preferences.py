@@ -78,12 +78,10 @@ class PreferenceScenario(Scenario):
     """Preference groups with different best actions, scales and noise; knows its oracle."""
 
     name = "preferences"
+    config_class = PreferenceConfig
 
     def __init__(self, config: PreferenceConfig | None = None, **params):
-        if config is None:
-            config = PreferenceConfig(**params)
-        elif params:
-            raise ValueError("pass either a PreferenceConfig or keyword parameters, not both")
+        config = self._config_from(config, params)
         self.config = c = config
         self.obs_dim = c.obs_dim
         self.n_groups = c.n_groups

@@ -110,12 +110,10 @@ class PricingScenario(Scenario):
     """Segment- and competitor-dependent demand; the reward is the margin of one offer; knows its oracle."""
 
     name = "pricing"
+    config_class = PricingConfig
 
     def __init__(self, config: PricingConfig | None = None, **params):
-        if config is None:
-            config = PricingConfig(**params)
-        elif params:
-            raise ValueError("pass either a PricingConfig or keyword parameters, not both")
+        config = self._config_from(config, params)
         self.config = c = config
         self.n_groups = len(c.shares)
         self.group_names = list(c.group_names)
