@@ -657,3 +657,33 @@ class TestPolicy:
             assert t.out_dim == 5
             assert t(torch.randn(2, 3)).shape == (2, 5)
         assert MLPTorso(3, hidden=()).out_dim == 3
+
+
+class TestAdaptiveConcentration:
+    def test_spread_is_steered_to_the_target(self):
+        torch.manual_seed(0)
+        head = DirichletHead(3, concentration=2.0, target_spread=0.08, adapt_rate=0.3)
+        raw = torch.zeros(256, 3)
+        for step in range(200):
+            head.step_schedule(step)
+            actions, _ = head(raw).sample(8)
+            head.observe(actions)
+        # at the mean (1/3, 1/3, 1/3), sd = sqrt(m(1-m)/(c+1)): the target 0.08 needs c = 2/9/0.0064 - 1
+        expected_c = (1 / 3) * (2 / 3) / 0.08**2 - 1
+        assert abs(float(head.total_concentration) - expected_c) / expected_c < 0.15
+        assert abs(head.last_spread - 0.08) < 0.01
+
+    def test_target_decays_and_validation(self):
+        head = DirichletHead(3, concentration=5.0, target_spread=0.2, target_spread_final=0.05, anneal_steps=100)
+        head.step_schedule(0)
+        assert head.target_spread == pytest.approx(0.2)
+        head.step_schedule(50)
+        assert head.target_spread == pytest.approx(0.1)
+        head.step_schedule(500)
+        assert head.target_spread == pytest.approx(0.05)
+        with pytest.raises(ValueError, match="starting concentration"):
+            DirichletHead(3, target_spread=0.1)
+        with pytest.raises(ValueError, match="either"):
+            DirichletHead(3, concentration=2.0, concentration_final=4.0, target_spread=0.1)
+        with pytest.raises(ValueError, match="target_spread"):
+            DirichletHead(3, concentration=2.0, target_spread=0.7)

@@ -189,6 +189,7 @@ class GRPOTrainer:
                     f"step {self.step}: the policy's parameters are not finite (NaN/inf), so it cannot sample"
                     + self._checkpoint_hint()
                 ) from err
+        self.policy.head.observe(actions)
         rewards = self.score(contexts, actions)
         spend = None
         if self.budget is not None:

@@ -74,6 +74,10 @@ class PolicyHead(torch.nn.Module, ABC):
     def step_schedule(self, step: int) -> None:
         """Hook called by the trainer before each step (exploration schedules). Default: no-op."""
 
+    def observe(self, actions: Tensor) -> None:
+        """Hook called by the trainer with each step's sampled actions ``[B, G, *event]`` (adaptive
+        exploration rules). Default: no-op."""
+
 
 # --------------------------------------------------------------------------------------------
 # Categorical
@@ -179,6 +183,16 @@ class DirichletHead(PolicyHead):
     ``anneal_steps`` move c geometrically from ``concentration`` to ``concentration_final``
     during training (``step_schedule``), and :meth:`set_concentration` lets any rule
     (e.g. an adaptive controller) set it.
+
+    **Adaptive exploration** (``target_spread``): instead of a fixed schedule for c, steer the
+    *spread of the sampled weights* — the mean over requests and components of the standard
+    deviation of the G weight vectors of a request — towards a target that decays geometrically
+    from ``target_spread`` to ``target_spread_final`` over ``anneal_steps``: after each step,
+    c ← clip(c · exp(rate · (spread − target) / target), c_min, c_max). More spread than wanted
+    raises c (narrower sampling), less lowers it. Why this rule: the spread is what GRPO's group
+    comparison sees, it is measured in weight units a business can read ("explore ±0.1 around the
+    mean weights"), and it stays meaningful when the network moves the mean towards a corner,
+    where a fixed c would give a very different spread.
     """
 
     def __init__(
@@ -188,6 +202,11 @@ class DirichletHead(PolicyHead):
         concentration: float | None = None,
         concentration_final: float | None = None,
         anneal_steps: int = 0,
+        target_spread: float | None = None,
+        target_spread_final: float | None = None,
+        adapt_rate: float = 0.1,
+        concentration_min: float = 0.5,
+        concentration_max: float = 1e4,
     ):
         super().__init__()
         if n_components < 2:
@@ -200,10 +219,26 @@ class DirichletHead(PolicyHead):
             raise ValueError("concentration_final needs a starting concentration")
         if concentration_final is not None and not (concentration_final > 0 and math.isfinite(concentration_final)):
             raise ValueError(f"concentration_final must be a positive finite number, got {concentration_final}")
+        if target_spread is not None:
+            if concentration is None:
+                raise ValueError("target_spread adapts the total concentration: give a starting concentration")
+            if concentration_final is not None:
+                raise ValueError("choose either a concentration schedule (concentration_final) or target_spread")
+            for name, v in (("target_spread", target_spread), ("target_spread_final", target_spread_final)):
+                if v is not None and not 0 < v < 0.5:
+                    raise ValueError(f"{name} must be in (0, 0.5) (a standard deviation of simplex weights), got {v}")
+            if adapt_rate <= 0 or not 0 < concentration_min < concentration_max:
+                raise ValueError("need adapt_rate > 0 and 0 < concentration_min < concentration_max")
         self.n_components = n_components
         self.param_dim = n_components
         self.event_shape = (n_components,)
         self.floor = floor
+        self.target_spread_start = target_spread
+        self.target_spread_final = target_spread_final if target_spread_final is not None else target_spread
+        self.adapt_rate = adapt_rate
+        self.concentration_min, self.concentration_max = concentration_min, concentration_max
+        self.target_spread = target_spread
+        self.last_spread: float | None = None
         self.concentration_start = concentration
         self.concentration_final = concentration_final
         self.anneal_steps = anneal_steps
@@ -217,11 +252,25 @@ class DirichletHead(PolicyHead):
         self.total_concentration.fill_(value)
 
     def step_schedule(self, step: int) -> None:
+        if self.target_spread_start is not None:
+            t = min(1.0, step / max(1, self.anneal_steps))
+            s0, s1 = self.target_spread_start, self.target_spread_final
+            self.target_spread = s0 * (s1 / s0) ** t
+            return
         if self.concentration_final is None or self.concentration_start is None:
             return
         t = min(1.0, step / max(1, self.anneal_steps))
         c0, c1 = self.concentration_start, self.concentration_final
         self.set_concentration(c0 * (c1 / c0) ** t)
+
+    def observe(self, actions: Tensor) -> None:
+        """The adaptive rule (see the class docstring): one multiplicative step of c from the spread."""
+        if self.target_spread is None:
+            return
+        spread = float(actions.detach().std(dim=1).mean())
+        self.last_spread = spread
+        c = float(self.total_concentration) * math.exp(self.adapt_rate * (spread - self.target_spread) / self.target_spread)
+        self.set_concentration(min(max(c, self.concentration_min), self.concentration_max))
 
     def forward(self, raw: Tensor, mask: Tensor | None = None) -> DirichletDecision:
         alpha = F.softplus(raw) + self.floor

@@ -31,6 +31,9 @@ def _head_spec(head) -> dict:
             "concentration": head.concentration_start,
             "concentration_final": head.concentration_final,
             "anneal_steps": head.anneal_steps,
+            "target_spread": head.target_spread_start,
+            "target_spread_final": head.target_spread_final if head.target_spread_start is not None else None,
+            "adapt_rate": head.adapt_rate,
         }
     if isinstance(head, BetaHead):
         return {"kind": "beta", "low": head.low, "high": head.high, "floor": head.floor}
