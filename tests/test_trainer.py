@@ -233,3 +233,12 @@ def test_budget_multiplier_meets_the_budget():
     assert "budget/lambda" in trainer._last_metrics and "reward/budget_penalty" in trainer._last_metrics
     with pytest.raises(ValueError, match="no spend"):
         GRPOTrainer(policy, lambda c, a: gain[a], GRPOConfig(budget=1.0), context_sampler=sampler)
+
+
+def test_adaptive_dirichlet_exploration_trains_and_logs():
+    cfg = load_config(None, ["scenario.name=allocation", "grpo.steps=15", "grpo.batch_size=64", "grpo.eval_size=128",
+                             'grpo.device="cpu"', "policy.head_params.concentration=5.0", "policy.head_params.target_spread=0.1"])
+    trainer = build_trainer(cfg)
+    trainer.train()
+    m = trainer._last_metrics
+    assert m["exploration/concentration"] != 5.0 and 0 < m["exploration/spread"] < 0.5

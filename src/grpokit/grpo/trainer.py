@@ -235,6 +235,10 @@ class GRPOTrainer:
                 )
             self.optimizer.step()
         metrics.update(m)
+        head = self.policy.head
+        if getattr(head, "target_spread", None) is not None and head.last_spread is not None:
+            metrics["exploration/concentration"] = head.total_concentration.detach().float().clone()
+            metrics["exploration/spread"] = torch.tensor(head.last_spread)
         if self.budget is not None:
             metrics["budget/spend"] = spend.detach().float().mean()
             metrics["budget/lambda"] = torch.tensor(self.budget.value)

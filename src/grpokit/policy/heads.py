@@ -275,7 +275,8 @@ class DirichletHead(PolicyHead):
     def forward(self, raw: Tensor, mask: Tensor | None = None) -> DirichletDecision:
         alpha = F.softplus(raw) + self.floor
         if not torch.isnan(self.total_concentration):
-            alpha = alpha * (self.total_concentration / alpha.sum(-1, keepdim=True))
+            # a copy: adaptive rules update the buffer in place between the forward and the backward pass
+            alpha = alpha * (self.total_concentration.clone() / alpha.sum(-1, keepdim=True))
         return DirichletDecision(alpha)
 
 
