@@ -6,9 +6,12 @@ from grpokit.scenarios.allocation import AllocationConfig, AllocationScenario
 from grpokit.scenarios.marketing import MarketingConfig, MarketingScenario
 from grpokit.scenarios.preferences import PreferenceConfig, PreferenceScenario
 from grpokit.scenarios.pricing import PricingConfig, PricingScenario
+from grpokit.scenarios.search import SearchConfig, SearchScenario
 
-SCENARIO_CONFIGS = {"preferences": PreferenceConfig, "marketing": MarketingConfig, "pricing": PricingConfig, "allocation": AllocationConfig}
-SCENARIOS = {"preferences": PreferenceScenario, "marketing": MarketingScenario, "pricing": PricingScenario, "allocation": AllocationScenario}
+SCENARIO_CONFIGS = {"preferences": PreferenceConfig, "marketing": MarketingConfig, "pricing": PricingConfig, "allocation": AllocationConfig,
+                    "search": SearchConfig}
+SCENARIOS = {"preferences": PreferenceScenario, "marketing": MarketingScenario, "pricing": PricingScenario, "allocation": AllocationScenario,
+             "search": SearchScenario}
 
 
 def make_scenario(name: str, **params):
