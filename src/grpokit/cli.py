@@ -22,12 +22,14 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: throughput and the preference-group comparison.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
 data_app = typer.Typer(help="Logged decisions in the embedded DuckDB store.", no_args_is_help=True)
+fusion_app = typer.Typer(help="GRADE: personalized multi-task fusion weights for ranking.", no_args_is_help=True)
 scenario_app = typer.Typer(help="Scenarios: simulate logged data, score any assignment on the ground truth.", no_args_is_help=True)
 obd_app = typer.Typer(help="The Open Bandit Dataset checks (real logs).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(scenario_app, name="scenario")
+app.add_typer(fusion_app, name="fusion")
 app.add_typer(obd_app, name="obd")
 
 console = Console()
@@ -624,6 +626,33 @@ def scenario_evaluate(
     result["units"] = n
     _write_json(json_out, result)
     console.print(f"true value per unit: [bold]{result['value']:.5f}[/] over {n:,} units; written to {json_out}")
+
+
+@fusion_app.command("run")
+def fusion_run(
+    config: Optional[Path] = typer.Argument(None, help="TOML run file (e.g. examples/fusion.toml)"),
+    out: Path = typer.Option(..., "--out", help="Run directory: summary.json, report.html, metrics.jsonl"),
+    set_: Optional[List[str]] = SetOption,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """GRADE vs static weights (default, tuned, per segment) and its ablations, on simulator ground truth."""
+    from grpokit.ranking.grade import run_fusion
+
+    cfg = _load(config, set_)
+    try:
+        summary = run_fusion(cfg, out, progress=progress)
+    except (FileExistsError, ValueError) as err:
+        _fail(str(err))
+    table = Table(title=f"true metrics on {cfg.fusion.eval_size:,} requests (GMV / orders per thousand requests)")
+    table.add_column("policy", no_wrap=True)
+    for col in ("GPM", "OPM", "CTR", "CVR", "GPM vs tuned", "NDCG@k", "GAUC"):
+        table.add_column(col, justify="right")
+    for name, p in summary["policies"].items():
+        t = p["true"]
+        table.add_row(name, f"{t['gpm']:.1f}", f"{t['opm']:.2f}", f"{t['ctr']:.4f}", f"{t['cvr']:.4f}",
+                      f"{100 * p['gpm_vs_static_tuned']:+.2f}%", f"{p['auction']['ndcg']:.4f}", f"{p['auction']['gauc']:.4f}")
+    console.print(table)
+    console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}")
 
 
 def main() -> None:  # pragma: no cover

@@ -114,6 +114,24 @@ class EvaluationConfig(_Strict):
     tree_depth: int = Field(3, ge=1, le=8)  #: depth of the explanation tree
 
 
+class FusionConfig(_Strict):
+    """How ``grpokit fusion run`` builds GRADE, its baselines and ablations (ignored elsewhere)."""
+
+    seed: int = 0
+    log_requests: int = Field(3000, ge=10)  #: production-ranker log for stage 1 and the offline auction
+    eval_size: int = Field(5000, ge=100)  #: fresh requests for the true metrics
+    tune_requests: int = Field(3000, ge=100)  #: requests the static weights are tuned on
+    tune_method: Literal["random", "cma"] = "cma"
+    tune_budget: int = Field(300, ge=10)  #: objective evaluations per black-box search
+    pretrain_steps: int = Field(200, ge=0)  #: stage 1 (LambdaLoss) steps
+    pretrain_lr: float = Field(0.01, gt=0)
+    pretrain_sigma: float = Field(10.0, gt=0)
+    ablations: list[Literal["gaussian_softmax", "fixed_concentration", "posterior_only", "prior_only", "no_stage1"]] = Field(
+        default_factory=lambda: ["gaussian_softmax", "fixed_concentration", "posterior_only", "prior_only", "no_stage1"]
+    )
+    oracle: bool = True  #: also evaluate the per-request oracle weights (slow on large eval sets)
+
+
 class RunConfig(_Strict):
     """A whole run: scenario, policy, trainer and (for ``grpokit run``) evaluation."""
 
@@ -121,6 +139,7 @@ class RunConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
 
     @field_validator("scenario", mode="before")
     @classmethod
