@@ -646,7 +646,7 @@ def fusion_run(
     table = Table(title=f"true metrics on {cfg.fusion.eval_size:,} requests (GMV / orders per thousand requests)")
     table.add_column("policy", no_wrap=True)
     for col in ("GPM", "OPM", "CTR", "CVR", "GPM vs tuned", "NDCG@k", "GAUC"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for name, p in summary["policies"].items():
         t = p["true"]
         table.add_row(name, f"{t['gpm']:.1f}", f"{t['opm']:.2f}", f"{t['ctr']:.4f}", f"{t['cvr']:.4f}",

@@ -1,0 +1,60 @@
+"""`grpokit fusion run` (GRADE) end to end on tiny budgets: the summary's shape and its errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from grpokit.cli import app
+from grpokit.config import load_config
+from grpokit.ranking.grade import _variant
+
+runner = CliRunner()
+TINY = ["--set", "scenario.name=search", "--set", "fusion.log_requests=120", "--set", "fusion.eval_size=300",
+        "--set", "fusion.tune_requests=200", "--set", "fusion.tune_budget=16", "--set", "fusion.pretrain_steps=5",
+        "--set", "grpo.steps=4", "--set", "grpo.batch_size=32", "--set", "grpo.eval_size=64",
+        "--set", "policy.head_params.concentration=20.0", "--set", "policy.head_params.target_spread=0.08",
+        "--set", 'fusion.ablations=["gaussian_softmax", "prior_only", "no_stage1"]', "--set", "fusion.oracle=false",
+        "--no-progress"]
+
+
+def test_fusion_run_summary(tmp_path):
+    out = tmp_path / "fusion"
+    r = runner.invoke(app, ["fusion", "run", "--out", str(out), *TINY])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    names = {"grade", "static_default", "static_tuned", "static_per_segment", "gaussian_softmax", "prior_only", "no_stage1"}
+    assert set(s["policies"]) == names
+    for block in s["policies"].values():
+        assert set(block["true"]) == {"ctr", "cvr", "opm", "gpm"}
+        assert set(block["auction"]) == {"ndcg", "gauc"} and 0 <= block["auction"]["ndcg"] <= 1
+        assert set(block["per_type"]) == {"price_sensitive", "quality_seeking", "browser", "buyer"}
+        assert abs(sum(block["mean_weights"]) - 1) < 1e-4
+    assert s["policies"]["static_tuned"]["gpm_vs_static_tuned"] == 0.0
+    assert "stage1_ndcg_after" in s["training"]["grade"] and "stage1_ndcg_after" not in s["training"]["no_stage1"]
+    assert (out / "report.html").is_file()
+
+
+def test_fusion_run_errors(tmp_path):
+    r = runner.invoke(app, ["fusion", "run", "--out", str(tmp_path / "x"), "--set", "scenario.name=marketing"])
+    assert r.exit_code == 2 and "search" in r.output
+    r = runner.invoke(app, ["fusion", "run", "--out", str(tmp_path / "y"), "--set", "scenario.name=search",
+                            "--set", 'fusion.ablations=["magic"]'])
+    assert r.exit_code == 2 and "fusion.ablations" in r.output
+
+
+def test_ablation_variants():
+    cfg = load_config(None, ["scenario.name=search", "policy.head_params.concentration=20.0",
+                             "policy.head_params.target_spread=0.08", "grpo.reward_weights.prior=0.5"])
+    post, stage1 = _variant(cfg, "posterior_only")
+    assert post.grpo.reward_weights == {"prior": 0.0, "rules": 0.0} and stage1
+    prior, _ = _variant(cfg, "prior_only")
+    assert prior.grpo.reward_weights == {"prior": 0.5, "posterior": 0.0, "rules": 0.0}
+    fixed, _ = _variant(cfg, "fixed_concentration")
+    assert "target_spread" not in fixed.policy.head_params and fixed.policy.head_params["concentration"] == 20.0
+    gs, _ = _variant(cfg, "gaussian_softmax")
+    assert gs.policy.head == "gaussian_softmax"
+    assert _variant(cfg, "no_stage1")[1] is False
+    assert cfg.grpo.reward_weights == {"prior": 0.5}  # the base config is not modified
+    with pytest.raises(ValueError, match="unknown ablation"):
+        _variant(cfg, "magic")
