@@ -645,12 +645,12 @@ def fusion_run(
         _fail(str(err))
     table = Table(title=f"true metrics on {cfg.fusion.eval_size:,} requests (GMV / orders per thousand requests)")
     table.add_column("policy", no_wrap=True)
-    for col in ("GPM", "OPM", "CTR", "CVR", "GPM vs tuned", "NDCG@k", "GAUC"):
+    for col in ("GPM", "OPM", "GPM vs tuned", "NDCG@k", "GAUC"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, p in summary["policies"].items():
         t = p["true"]
-        table.add_row(name, f"{t['gpm']:.1f}", f"{t['opm']:.2f}", f"{t['ctr']:.4f}", f"{t['cvr']:.4f}",
-                      f"{100 * p['gpm_vs_static_tuned']:+.2f}%", f"{p['auction']['ndcg']:.4f}", f"{p['auction']['gauc']:.4f}")
+        table.add_row(name, f"{t['gpm']:.1f}", f"{t['opm']:.2f}", f"{100 * p['gpm_vs_static_tuned']:+.2f}%",
+                      *[("–" if p["auction"][m] is None else f"{p['auction'][m]:.4f}") for m in ("ndcg", "gauc")])
     console.print(table)
     console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}")
 

@@ -109,23 +109,27 @@ def _variant(config: RunConfig, name: str) -> tuple[RunConfig, bool]:
     return cfg, name != "no_stage1"
 
 
-def _evaluate(scenario, contexts, weights: torch.Tensor, log: dict, log_weights: torch.Tensor) -> dict:
+def _evaluate(scenario, contexts, weights: torch.Tensor, log: dict, log_weights: torch.Tensor | None) -> dict:
     """True metrics on fresh requests; offline-auction NDCG@k and GAUC on the logged requests."""
     from grpokit.ranking.auction import auction, gauc
     from grpokit.ranking.fusion import fuse
 
     true = scenario.true_metrics(contexts, weights)
     per_type = true.pop("per_type")
+    out = {
+        "true": {k: true[k] for k in ("ctr", "cvr", "opm", "gpm")},
+        "per_type": {t: (None if m is None else {k: m[k] for k in ("ctr", "cvr", "opm", "gpm")}) for t, m in per_type.items()},
+        "mean_weights": [float(x) for x in weights.double().mean(0)] if weights.ndim == 2 else [float(x) for x in weights],
+    }
+    if log_weights is None:  # no weights for the logged requests (the per-request oracle needs the truth)
+        out["auction"] = {"ndcg": None, "gauc": None}
+        return out
     res = auction(log_weights.unsqueeze(1), (log["scores"], log["labels"], log["mask"]), k=scenario.k,
                   label_names=["click", "order", "gmv"], relevance="gmv")
     fused = fuse(log["scores"], log_weights.unsqueeze(1))[:, 0]
     g = gauc(fused, log["labels"][..., 0], log["mask"])
-    return {
-        "true": {k: true[k] for k in ("ctr", "cvr", "opm", "gpm")},
-        "auction": {"ndcg": float(res["ndcg"].mean()), "gauc": float(g)},
-        "per_type": {t: (None if m is None else {k: m[k] for k in ("ctr", "cvr", "opm", "gpm")}) for t, m in per_type.items()},
-        "mean_weights": [float(x) for x in weights.double().mean(0)] if weights.ndim == 2 else [float(x) for x in weights],
-    }
+    out["auction"] = {"ndcg": float(res["ndcg"].mean()), "gauc": float(g)}
+    return out
 
 
 def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
@@ -178,7 +182,7 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         weights[name] = (_mean_weights(pol, contexts.obs), _mean_weights(pol, log["features"]))
     if fc.oracle:
         oracle = scenario.oracle_actions(contexts)
-        weights["oracle"] = (oracle, weights["static_default"][1])  # no per-request oracle on the log
+        weights["oracle"] = (oracle, None)
 
     policies = {name: _evaluate(scenario, contexts, w_eval, log, w_log) for name, (w_eval, w_log) in weights.items()}
     base = policies["static_tuned"]["true"]
@@ -196,7 +200,7 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         "policies": policies,
     }
     report_policies = {name: {"value": b["true"]["gpm"], "per_group": {t: (m or {}).get("gpm") for t, m in b["per_type"].items()},
-                              "opm": b["true"]["opm"], "ctr": b["true"]["ctr"], "ndcg": b["auction"]["ndcg"]}
+                              "opm": b["true"]["opm"], "ctr": b["true"]["ctr"]}
                        for name, b in policies.items()}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()] if (out / "metrics.jsonl").exists() else []
     curves = {name: [(r["step"], r[f"reward/{name}"]) for r in rows if f"reward/{name}" in r] for name in ("posterior", "prior")}
