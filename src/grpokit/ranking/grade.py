@@ -49,12 +49,16 @@ def _log_tensors(scenario, cfg) -> dict:
     schema = RankingSchema(features=features, segment="user_type", position=None)
     log = read_ranking_log(df, schema)
     scores = scenario._transform(log.scores)  # the ranker's view: the same transform as in simulation
-    return {"log": log, "features": log.features, "scores": scores, "labels": log.labels, "mask": log.mask}
+    codes = torch.as_tensor([scenario.group_names.index(str(lbl)) for lbl in log.segment_labels])
+    group = codes[torch.as_tensor(log.segment)]  # user type of each logged request, as scenario group ids
+    return {"log": log, "features": log.features, "scores": scores, "labels": log.labels, "mask": log.mask,
+            "group": group}
 
 
-def _mean_weights(policy, features: torch.Tensor) -> torch.Tensor:
+def _mean_weights(policy, features: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """The policy's deterministic (mean) weights ``[B, K]``; ``group`` feeds a group embedding if it has one."""
     with torch.no_grad():
-        return policy.eval()(features).mode().float()
+        return policy.eval()(features, group).mode().float()
 
 
 def _composite_objective(scenario, contexts, weights_cfg: dict, generator_seed: int):
@@ -83,6 +87,7 @@ def _train_grade(config: RunConfig, scenario, log: dict, *, stage1: bool, progre
             # relevance log1p(GMV): LambdaLoss gains are 2^rel − 1, which overflow on raw order values
             policy, log["features"], log["scores"], torch.log1p(log["labels"][..., 2]), log["mask"],
             steps=fc.pretrain_steps, lr=fc.pretrain_lr, sigma=fc.pretrain_sigma, k=scenario.k, seed=fc.seed,
+            group=log["group"] if config.policy.group_embedding_dim > 0 else None,
         )
     reference = copy.deepcopy(policy)
     trainer = GRPOTrainer(policy, scenario, config.grpo, reference=reference, out_dir=out_dir, progress=progress)
@@ -167,19 +172,17 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         per_obj[tname] = _composite_objective(scenario, tune_ctx.index(rows), rw, fc.seed)
     per_seg = tune_per_segment(per_obj, k_tasks, method=fc.tune_method, budget=fc.tune_budget, seed=fc.seed)
     seg_table = torch.stack([torch.as_tensor(per_seg[t]).float() for t in scenario.group_names])
-    seg_codes = [scenario.group_names.index(str(lbl)) for lbl in log["log"].segment_labels]
-    log_types = torch.as_tensor(seg_codes)[torch.as_tensor(log["log"].segment)]
-    weights["static_per_segment"] = (seg_table[contexts.group], seg_table[log_types])
+    weights["static_per_segment"] = (seg_table[contexts.group], seg_table[log["group"]])
 
     runs: dict[str, dict] = {}
     policy, info = _train_grade(config, scenario, log, stage1=True, progress=progress, out_dir=out)
     runs["grade"] = info
-    weights["grade"] = (_mean_weights(policy, contexts.obs), _mean_weights(policy, log["features"]))
+    weights["grade"] = (_mean_weights(policy, contexts.obs, contexts.group), _mean_weights(policy, log["features"], log["group"]))
     for name in fc.ablations:
         cfg, stage1 = _variant(config, name)
         pol, info = _train_grade(cfg, scenario, log, stage1=stage1, progress=False)
         runs[name] = info
-        weights[name] = (_mean_weights(pol, contexts.obs), _mean_weights(pol, log["features"]))
+        weights[name] = (_mean_weights(pol, contexts.obs, contexts.group), _mean_weights(pol, log["features"], log["group"]))
     if fc.oracle:
         oracle = scenario.oracle_actions(contexts)
         weights["oracle"] = (oracle, None)
