@@ -112,8 +112,29 @@ def test_marketing_learned_from_logs_reports_off_policy_values(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     for name, block in s["policies"].items():
         if name == "oracle":
+            assert "off_policy" not in block
             continue
-        assert block["estimator"] == "dr" and block["ci_low"] <= block["value"] <= block["ci_high"]
-        assert "true_value" in block
+        o = block["off_policy"]
+        assert o["estimator"] == "dr" and o["ci_low"] <= o["value"] <= o["ci_high"]
+        assert "grpo_ignoring_spillover" not in s["policies"]
     r = runner.invoke(app, ["run", "--out", str(tmp_path / "p"), "--set", "scenario.name=pricing", "--set", "evaluation.train_on=logs", *SMALL])
     assert r.exit_code == 2 and "simulates logs" in r.output
+
+
+def test_settings_that_would_fail_after_training_fail_first(tmp_path):
+    out = tmp_path / "early"
+    r = runner.invoke(app, ["run", "--out", str(out), "--set", "scenario.name=marketing",
+                            "--set", "evaluation.current_policy=nonesuch", *SMALL])
+    assert r.exit_code == 2 and "evaluation.current_policy" in r.output
+    assert not (out / "metrics.jsonl").exists()  # nothing was trained or written
+    r = runner.invoke(app, ["run", "--out", str(out), "--set", "scenario.name=marketing", "--set", "evaluation.train_on=logs",
+                            "--set", "grpo.budget=1.0", *SMALL])
+    assert r.exit_code == 2 and "grpo.budget" in r.output
+
+
+def test_a_store_that_cannot_be_written_does_not_fail_the_run(tmp_path):
+    out = tmp_path / "r"
+    r = runner.invoke(app, ["run", "--out", str(out), "--set", "scenario.name=pricing", "--store", str(tmp_path), *SMALL])
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output and (out / "summary.json").is_file()
+    assert (out / "train_summary.json").is_file()

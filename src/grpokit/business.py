@@ -154,6 +154,34 @@ def _fairness(policies: dict, reference: str | None) -> None:
             block["fairness_reference"] = reference
 
 
+def _baseline_names(scenario: Scenario, cfg) -> list[str]:
+    """Names of the baselines :func:`_baseline_assignments` produces for this scenario."""
+    kind = scenario.action_spec["kind"]
+    if kind == "categorical" and hasattr(scenario, "simulate_log"):
+        return list(cfg.baselines)
+    if kind == "beta" and hasattr(scenario, "best_fixed_price"):
+        return ["best_fixed_price"]
+    if kind == "dirichlet":
+        return ["equal_split"] + (["best_fixed_split"] if hasattr(scenario, "best_fixed_split") else [])
+    return []
+
+
+def _check_evaluation_config(scenario: Scenario, config: RunConfig) -> None:
+    """Reject settings that could only fail after training, naming the key."""
+    cfg = config.evaluation
+    if cfg.train_on == "logs":
+        if not hasattr(scenario, "simulate_log"):
+            raise ValueError(f"evaluation.train_on = 'logs' needs a scenario that simulates logs; {scenario.name!r} does not")
+        if config.grpo.budget is not None:
+            raise ValueError("grpo.budget is not supported with evaluation.train_on = 'logs' yet: learning from logs "
+                             "has no spend model; train on the simulation, or drop the budget")
+    if cfg.pilot and scenario.n_groups >= 4:
+        names = _baseline_names(scenario, cfg)
+        if cfg.current_policy not in names:
+            raise ValueError(f"evaluation.current_policy = {cfg.current_policy!r}: the pilot's current policy must be "
+                             f"one of this scenario's baselines {names}")
+
+
 def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = False, store: str | Path | None = None) -> dict:
     """Train, evaluate against the baselines and the oracle, pilot, report. Returns ``summary.json``'s content."""
     from grpokit.evaluation.explain import explain_policy
@@ -163,20 +191,22 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     out = Path(out_dir)
     if (out / "summary.json").exists():
         raise FileExistsError(f"{out} already holds a run: choose another --out")
+    scenario = scenario_from_config(config.scenario)
+    _check_evaluation_config(scenario, config)  # fail before any training
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(config_to_toml(config))
     (out / "metrics.jsonl").write_text("")
     t0 = time.perf_counter()
-    trainer = build_trainer(config, out, progress)
+    trainer = None
     if cfg.train_on == "logs":
-        if not hasattr(trainer.scenario, "simulate_log"):
-            raise ValueError(f"evaluation.train_on = 'logs' needs a scenario that simulates logs; {trainer.scenario.name!r} does not")
-        policy, train_summary = _learn_from_simulated_log(trainer.scenario, config)
+        policy, train_summary = _learn_from_simulated_log(scenario, config)
     else:
+        trainer = build_trainer(config, out, progress)
+        trainer.summary_file = "train_summary.json"  # summary.json is this pipeline's, written last
         train_summary = trainer.train()
         policy = trainer.policy
+        scenario = trainer.scenario
     train_seconds = time.perf_counter() - t0
-    scenario = trainer.scenario
 
     eval_gen = torch.Generator().manual_seed(cfg.seed + 7)
     contexts = scenario.sample_contexts(cfg.eval_size, eval_gen)
@@ -186,7 +216,7 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     assignments: dict[str, torch.Tensor] = {"grpo": grpo_actions}
 
     extra_seconds = {}
-    if cfg.compare_ignore_spillover and getattr(scenario.config, "spillover", 0):
+    if cfg.compare_ignore_spillover and cfg.train_on == "simulation" and getattr(scenario.config, "spillover", 0):
         blind = config.model_copy(deep=True)
         blind.scenario.spillover = 0.0
         t1 = time.perf_counter()
@@ -225,7 +255,7 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "oracle_kind": getattr(scenario, "oracle_kind", "exact"),
         "policies": policies,
     }
-    if trainer.budget is not None:
+    if trainer is not None and trainer.budget is not None:
         summary["budget"] = {"budget": config.grpo.budget, "lambda": trainer.budget.value,
                              "train_spend": trainer._last_metrics.get("budget/spend")}
     if cfg.pilot and scenario.n_groups >= 4:
@@ -260,9 +290,9 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
                  assignment=summary["assignment"], explanation=explanation, notes=notes)
     summary["report"] = str(out / "report.html")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if store is not None:
-        _record(store, out, config, summary)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
     return summary
 
 
@@ -278,7 +308,7 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig):
     model = OutcomeModel(log.n_actions, "gbm", seed=cfg.seed).fit(log.features, log.action, log.reward)
     policy, summary = learn_from_outcome_model(
         log.features, model.predict_crossfit(), config.grpo, config.policy,
-        group=log.group if config.policy.group_embedding_dim > 0 else None, n_groups=scenario.n_groups,
+        group=log.group, n_groups=scenario.n_groups,
     )
     return policy, summary
 
@@ -286,9 +316,9 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig):
 def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, assignments: dict, policy) -> None:
     """What a business without a simulator would report: DR estimates with CIs on a held-out A/B log.
 
-    ``value`` becomes the off-policy estimate (with ``ci_low``/``ci_high``) and the simulator's
-    ground truth moves to ``true_value``. Spillover violates the no-interference assumption of
-    off-policy estimators, so with spillover the estimates are biased: compare with ``true_value``.
+    Stored as ``policies.<name>.off_policy.{value, ci_low, ci_high}`` next to the simulator's ground
+    truth ``value``. Spillover violates the no-interference assumption of off-policy estimators,
+    so with spillover the estimates are biased: compare them with ``value``.
     """
     from grpokit.baselines import make_baseline
     from grpokit.offline.estimators import estimate_value
@@ -315,9 +345,8 @@ def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, as
         target[np.arange(len(d)), d] = 1.0
         res = estimate_value("dr", reward=test.reward, action=test.action, pscore=test.pscore, target_probs=target,
                              reward_hat=reward_hat, seed=cfg.seed)
-        block = policies[name]
-        block["true_value"] = block["value"]
-        block.update({"value": res.value, "ci_low": res.ci_low, "ci_high": res.ci_high, "estimator": "dr"})
+        policies[name]["off_policy"] = {"estimator": "dr", "value": res.value, "ci_low": res.ci_low,
+                                        "ci_high": res.ci_high, "log_size": len(test)}
 
 
 def _decide_like(name: str, assignments: dict, scenario: Scenario, contexts: Contexts, cfg) -> torch.Tensor:
@@ -328,11 +357,3 @@ def _decide_like(name: str, assignments: dict, scenario: Scenario, contexts: Con
     if name not in fresh:
         raise ValueError(f"unknown current policy {name!r}; choose one of {sorted(fresh)}")
     return fresh[name]
-
-
-def _record(store, out: Path, config: RunConfig, summary: dict) -> None:
-    from grpokit.store import Store
-
-    with Store(store) as st:
-        st.record_run(f"{out.resolve()}@{time.time():.0f}", "run", config.model_dump(mode="json"),
-                      {k: v for k, v in summary.items() if k != "assignment"})

@@ -108,9 +108,10 @@ def run(
 
     cfg = _load(config, set_)
     try:
-        summary = run_business(cfg, out, progress=progress, store=store)
+        summary = run_business(cfg, out, progress=progress)
     except (FileExistsError, ValueError) as err:
         _fail(str(err))
+    _record(store, "run", str(out), cfg.model_dump(mode="json"), {k: v for k, v in summary.items() if k != "assignment"})
     _print_business(summary)
     console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}; run recorded in {store}")
 
@@ -123,10 +124,9 @@ def _print_business(summary: dict) -> None:
     table.add_column("policy")
     table.add_column("value", justify="right")
     table.add_column("/ oracle", justify="right")
-    has_ci = any("ci_low" in p for p in policies.values())
+    has_ci = any("off_policy" in p for p in policies.values())
     if has_ci:
-        table.add_column("95% CI (DR, held-out log)", justify="right")
-        table.add_column("true value", justify="right")
+        table.add_column("DR estimate [95% CI], held-out log", justify="right")
     has_spend = any("spend" in p for p in policies.values())
     if has_spend:
         table.add_column("spend", justify="right")
@@ -137,7 +137,8 @@ def _print_business(summary: dict) -> None:
     for name, p in policies.items():
         row = [name, f"{p['value']:.4f}", f"{p['share_of_oracle']:.3f}" if "share_of_oracle" in p else ""]
         if has_ci:
-            row += [f"[{p['ci_low']:.3f}, {p['ci_high']:.3f}]" if "ci_low" in p else "", f"{p.get('true_value', p['value']):.4f}"]
+            o = p.get("off_policy")
+            row.append(f"{o['value']:.3f} [{o['ci_low']:.3f}, {o['ci_high']:.3f}]" if o else "")
         if has_spend:
             row.append(f"{p.get('spend', float('nan')):.3f}")
         if groups:
@@ -221,14 +222,17 @@ def bench_preferences(
     if unknown or not chosen:
         _fail(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     _load(config, set_)  # validate before any work
-    with console.status("training...") as status:
-        result = run_preferences(
-            chosen,
-            list(range(seeds)),
-            config,
-            set_ or [],
-            on_result=lambda m, s, r: status.update(f"{m} seed {s}: value {r['policies'][m]['value']:.4f}"),
-        )
+    try:
+        with console.status("training...") as status:
+            result = run_preferences(
+                chosen,
+                list(range(seeds)),
+                config,
+                set_ or [],
+                on_result=lambda m, s, r: status.update(f"{m} seed {s}: value {r['policies'][m]['value']:.4f}"),
+            )
+    except ValueError as err:
+        _fail(str(err))
     _write_json(json_out, result)
     console.print(_preferences_table(result, f"preference scenario, {seeds} seeds"))
     console.print(f"written to [bold]{json_out}[/]")
@@ -523,7 +527,7 @@ def obd_learn(
     try:
         with console.status("learning from the random log..."):
             result = learn_obd(_obd_root(root), campaign, test_fraction=test_fraction, outcome_model=outcome_model,
-                               config=cfg.grpo, method=method, seed=seed)
+                               config=cfg.grpo, policy_config=cfg.policy, method=method, seed=seed)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _write_json(json_out, result)
@@ -614,7 +618,12 @@ def scenario_evaluate(
             _fail(f"unit_id {int(ids[order][bad][0])}: action {actions[bad][0]!r} is not a code 0..{sc.action_spec['n_actions'] - 1}")
         tensor = torch.as_tensor(actions.astype(np.int64))
     elif kind == "beta":
-        tensor = torch.as_tensor(actions.astype(np.float32))
+        numeric = pd.to_numeric(pd.Series(actions), errors="coerce").to_numpy(dtype=np.float64)
+        low, high = sc.action_spec["low"], sc.action_spec["high"]
+        bad = ~np.isfinite(numeric) | (numeric < low) | (numeric > high)
+        if bad.any():
+            _fail(f"unit_id {int(ids[order][bad][0])}: action {actions[bad][0]!r} is not a number in [{low}, {high}]")
+        tensor = torch.as_tensor(numeric.astype(np.float32))
     else:
         _fail(f"scenario evaluate supports categorical and scalar actions, not {kind!r}")
     gen = torch.Generator().manual_seed(seed)

@@ -42,6 +42,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -112,6 +118,8 @@ class GRPOTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.step = 0
+        #: where train() writes its summary in out_dir (pipelines that write their own use another name)
+        self.summary_file = "summary.json"
         torch.manual_seed(c.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
         self.eval_contexts = None
@@ -237,11 +245,11 @@ class GRPOTrainer:
         metrics.update(m)
         head = self.policy.head
         if getattr(head, "target_spread", None) is not None and head.last_spread is not None:
-            metrics["exploration/concentration"] = head.total_concentration.detach().float().clone()
-            metrics["exploration/spread"] = torch.tensor(head.last_spread)
+            metrics["exploration/concentration"] = head.total_concentration.detach().float().clone().to(self.device)
+            metrics["exploration/spread"] = torch.tensor(head.last_spread, device=self.device)
         if self.budget is not None:
             metrics["budget/spend"] = spend.detach().float().mean()
-            metrics["budget/lambda"] = torch.tensor(self.budget.value)
+            metrics["budget/lambda"] = torch.tensor(self.budget.value, device=self.device)
             self.budget.update(float(metrics["budget/spend"]))
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
@@ -317,7 +325,7 @@ class GRPOTrainer:
         elapsed = time.perf_counter() - start_time
         summary = self.summary(elapsed=elapsed, steps_run=self.step - start_step)
         if self.out_dir is not None:
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            _atomic_write_text(self.out_dir / self.summary_file, json.dumps(summary, indent=2))
         return summary
 
     @staticmethod
@@ -423,4 +431,4 @@ class GRPOTrainer:
         if self.out_dir is not None and (self.out_dir / "metrics.jsonl").exists():
             lines = (self.out_dir / "metrics.jsonl").read_text().splitlines()
             kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.step]
-            (self.out_dir / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
+            _atomic_write_text(self.out_dir / "metrics.jsonl", "".join(ln + "\n" for ln in kept))

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from grpokit.config import GRPOConfig
+from grpokit.config import GRPOConfig, PolicyConfig
 from grpokit.datasets.obd import bts_action_dist, load_bts_prior, load_obd, obd_target_probs
 from grpokit.offline.estimators import ESTIMATORS, estimate_improvement, estimate_value
 from grpokit.offline.learn import action_probabilities, learn_from_outcome_model
@@ -100,6 +100,7 @@ def learn_obd(
     test_fraction: float = 0.5,
     outcome_model: str = "gbm",
     config: GRPOConfig | None = None,
+    policy_config: PolicyConfig | None = None,
     method: str = "dr",
     n_sim: int = 100_000,
     alpha: float = 0.05,
@@ -130,7 +131,7 @@ def learn_obd(
         x[train], log.action[train], log.reward[train]
     )
     config = config or GRPOConfig(steps=300, batch_size=512, group_size=8, lr=1e-3, device="cpu", seed=seed)
-    policy, summary = learn_from_outcome_model(x[train], train_model.predict_crossfit(), config)
+    policy, summary = learn_from_outcome_model(x[train], train_model.predict_crossfit(), config, policy_config)
 
     test_model = OutcomeModel(log.n_actions, outcome_model, action_context=log.action_context, seed=seed + 1).fit(
         x[test], log.action[test], log.reward[test]
@@ -148,13 +149,11 @@ def learn_obd(
     grpo_probs = action_probabilities(policy, x[test])
     dist = bts_action_dist(load_bts_prior(root, campaign), n_sim=n_sim, seed=seed, len_list=log.len_list)
     bts_probs = obd_target_probs(dist, log.position[test])
-    grpo = estimate_value(method, target_probs=grpo_probs, **common).to_dict()
+    by_estimator = {m: estimate_value(m, target_probs=grpo_probs, **common).to_dict() for m in ESTIMATORS}
+    grpo = by_estimator[method]
     bts = estimate_value(method, target_probs=bts_probs, **common).to_dict()
     bts["on_policy_value"] = bts_log.on_policy_value
     improvement = estimate_improvement(method, target_probs=grpo_probs, **common).to_dict()
-    by_estimator = {
-        m: estimate_value(m, target_probs=grpo_probs, **common).to_dict() for m in ESTIMATORS
-    }
     return {
         "campaign": campaign,
         "method": method,

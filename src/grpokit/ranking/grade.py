@@ -91,6 +91,7 @@ def _train_grade(config: RunConfig, scenario, log: dict, *, stage1: bool, progre
         )
     reference = copy.deepcopy(policy)
     trainer = GRPOTrainer(policy, scenario, config.grpo, reference=reference, out_dir=out_dir, progress=progress)
+    trainer.summary_file = "train_summary.json"  # summary.json is the pipeline's, written last
     t0 = time.perf_counter()
     summary = trainer.train()
     return trainer.policy.cpu(), {"stage1": pre, "train_seconds": time.perf_counter() - t0, "steps": summary["steps"]}
@@ -150,6 +151,7 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         raise FileExistsError(f"{out} already holds a run: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(config_to_toml(config))
+    (out / "metrics.jsonl").write_text("")  # a rerun after a crash starts the curves afresh
     t_start = time.perf_counter()
     scenario = scenario_from_config(config.scenario)
     log = _log_tensors(scenario, fc)
@@ -213,5 +215,7 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
                         "per-cohort columns are user types", f"{fc.eval_size:,} evaluation requests; "
                         f"{summary['seconds']:.0f} s in all"])
     summary["report"] = str(out / "report.html")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
     return summary
