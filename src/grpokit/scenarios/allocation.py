@@ -159,16 +159,9 @@ class AllocationScenario(Scenario):
             self.targets = torch.tensor(c.targets, dtype=f64)
         self.loadings = loadings  # W: [K, d]
         self.shares = torch.tensor(c.shares, dtype=f64)
-        self._device_cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 
     def _tables(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
-        key = (torch.device(device), dtype)
-        if key not in self._device_cache:
-            self._device_cache[key] = tuple(
-                t.to(device=device, dtype=dtype)
-                for t in (self.shares, self.productivity, self.saturation, self.targets, self.loadings)
-            )
-        return self._device_cache[key]
+        return self._on_device(("shares", "productivity", "saturation", "targets", "loadings"), device, dtype)
 
     # -- contexts -----------------------------------------------------------------------------
 

@@ -61,6 +61,14 @@ class Scenario(ABC):
     #: the pydantic model of the scenario's parameters
     config_class: type
 
+    def _on_device(self, names: tuple[str, ...], device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """The tensor attributes ``names`` converted to (device, dtype), cached per (names, device, dtype)."""
+        cache = self.__dict__.setdefault("_tensor_cache", {})
+        key = (names, torch.device(device), dtype)
+        if key not in cache:
+            cache[key] = tuple(getattr(self, n).to(device=device, dtype=dtype) for n in names)
+        return cache[key]
+
     @classmethod
     def _config_from(cls, config, params: dict):
         """The scenario's config: the one given, or one built (and validated) from keyword parameters."""

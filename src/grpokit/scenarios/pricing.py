@@ -125,18 +125,11 @@ class PricingScenario(Scenario):
         self.elasticities = torch.tensor(c.elasticities, dtype=torch.float64)
         self.competitor_sensitivities = torch.tensor(c.competitor_sensitivities, dtype=torch.float64)
         self.intercepts = torch.tensor(c.intercepts, dtype=torch.float64)
-        self._device_cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 
     # -- tables -------------------------------------------------------------------------------
 
     def _tables(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
-        key = (torch.device(device), dtype)
-        if key not in self._device_cache:
-            self._device_cache[key] = tuple(
-                t.to(device=device, dtype=dtype)
-                for t in (self.shares, self.log_ref, self.elasticities, self.competitor_sensitivities, self.intercepts)
-            )
-        return self._device_cache[key]
+        return self._on_device(("shares", "log_ref", "elasticities", "competitor_sensitivities", "intercepts"), device, dtype)
 
     # -- contexts -----------------------------------------------------------------------------
 
