@@ -190,21 +190,27 @@ def _py(v: Any) -> Any:
 
 
 class _Rows:
-    """Formats row references: position and decision id."""
+    """Words row references (position and decision id) in validation errors; subclasses change the id."""
+
+    error = LogValidationError
 
     def __init__(self, ids: np.ndarray | None) -> None:
         self.ids = ids
 
-    def fail(self, column: str, i: int, problem: str, *, value: Any = None, more: int = 0,
-             hint: str = "") -> LogValidationError:
+    def where(self, i: int) -> tuple[str, dict]:
+        """The words for row ``i`` and the id fields of the error."""
         did = None if self.ids is None else _py(self.ids[i])
-        where = f"row {i}" + ("" if self.ids is None else f" (decision id {did!r})")
-        msg = f"column {column!r}, {where}: {problem}"
+        return f"row {i}" + ("" if self.ids is None else f" (decision id {did!r})"), {"decision_id": did}
+
+    def fail(self, column: str | None, i: int, problem: str, *, value: Any = None, more: int = 0,
+             hint: str = "") -> LogValidationError:
+        where, ids = self.where(i)
+        msg = (f"column {column!r}, " if column is not None else "") + f"{where}: {problem}"
         if more > 0:
             msg += f" ({more} more row{'s' if more > 1 else ''} with the same problem)"
         if hint:
             msg += f"; {hint}"
-        return LogValidationError(msg, column=column, row=i, decision_id=did, value=_py(value))
+        return self.error(msg, column=column, row=i, value=_py(value), **ids)
 
     def first(self, column: str, bad: np.ndarray, problem, values, *, hint: str = "") -> None:
         """Raise for the first True in ``bad``; ``problem(value)`` words it."""

@@ -69,7 +69,7 @@ from pandas.api import types as ptypes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from grpokit.offline.io import LogValidationError, _load_frame
+from grpokit.offline.io import LogValidationError, _load_frame, _py, _Rows
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -297,32 +297,18 @@ def read_ranking_log(source: Any, schema: RankingSchema | None = None, *, table:
     return validate_ranking_log(df, schema)
 
 
-def _py(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
-
-
-class _Where:
+class _Where(_Rows):
     """Words row references: the 0-based row of the input and its request id."""
 
+    error = RankingLogError
+
     def __init__(self, rid: np.ndarray) -> None:
+        super().__init__(None)
         self.rid = rid
 
-    def fail(self, column: str | None, i: int, problem: str, *, value: Any = None, more: int = 0,
-             hint: str = "") -> RankingLogError:
+    def where(self, i: int) -> tuple[str, dict]:
         rid = _py(self.rid[i])
-        msg = (f"column {column!r}, " if column is not None else "") + f"row {i} (request {rid!r}): {problem}"
-        if more > 0:
-            msg += f" ({more} more row{'s' if more > 1 else ''} with the same problem)"
-        if hint:
-            msg += f"; {hint}"
-        return RankingLogError(msg, column=column, row=i, request_id=rid, value=_py(value))
-
-    def first(self, column: str, bad: np.ndarray, problem, values, *, hint: str = "") -> None:
-        if bad.any():
-            idx = np.flatnonzero(bad)
-            i = int(idx[0])
-            v = _py(values[i])
-            raise self.fail(column, i, problem(v), value=v, more=len(idx) - 1, hint=hint)
+        return f"row {i} (request {rid!r})", {"request_id": rid}
 
 
 def _numbers(s: pd.Series, col: str, where: _Where, what: str) -> np.ndarray:
