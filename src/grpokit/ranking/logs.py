@@ -70,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from grpokit.offline.io import LogValidationError, _load_frame, _py, _Rows
+from grpokit.offline.schema import _no_duplicates
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -167,14 +168,6 @@ class RankingSchema(BaseModel):
         if self.probability_tasks is not None:
             return list(self.probability_tasks)
         return [t for t in self.tasks if t.startswith("p_")]
-
-
-def _no_duplicates(name: str, values: list) -> None:
-    seen = set()
-    for v in values:
-        if v in seen:
-            raise ValueError(f"{name}: {v!r} is listed twice")
-        seen.add(v)
 
 
 @dataclass(eq=False, repr=False)
