@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
 from grpokit.evaluation.values import evaluate_actions
 from grpokit.runner import build_trainer
@@ -290,9 +291,7 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
                  assignment=summary["assignment"], explanation=explanation, notes=notes)
     summary["report"] = str(out / "report.html")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 

@@ -47,10 +47,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    from grpokit.atomic import atomic_write_json
+
+    atomic_write_json(path, data)
 
 
 def _load(config: Optional[Path], overrides: Optional[List[str]]):

@@ -8,6 +8,8 @@ import html
 import math
 from pathlib import Path
 
+from grpokit.atomic import atomic_write_text
+
 __all__ = ["write_report", "line_chart_svg", "bar_chart_svg"]
 
 _CSS = """
@@ -170,9 +172,4 @@ def write_report(
         )
         parts.append(f"<pre>{html.escape(explanation['rules'])}</pre>")
     parts.append("</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "".join(parts))

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
+from grpokit.atomic import atomic_write_text
 from grpokit.config import GRPOConfig
 from grpokit.evaluation.values import evaluate_policy, oracle_values, steps_to_fraction
 from grpokit.grpo.advantages import make_advantage
@@ -40,12 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available on this machine")
     return device
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -325,7 +320,7 @@ class GRPOTrainer:
         elapsed = time.perf_counter() - start_time
         summary = self.summary(elapsed=elapsed, steps_run=self.step - start_step)
         if self.out_dir is not None:
-            _atomic_write_text(self.out_dir / self.summary_file, json.dumps(summary, indent=2))
+            atomic_write_text(self.out_dir / self.summary_file, json.dumps(summary, indent=2))
         return summary
 
     @staticmethod
@@ -431,4 +426,4 @@ class GRPOTrainer:
         if self.out_dir is not None and (self.out_dir / "metrics.jsonl").exists():
             lines = (self.out_dir / "metrics.jsonl").read_text().splitlines()
             kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.step]
-            _atomic_write_text(self.out_dir / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
+            atomic_write_text(self.out_dir / "metrics.jsonl", "".join(ln + "\n" for ln in kept))

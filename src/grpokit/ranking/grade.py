@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
 from grpokit.grpo.trainer import GRPOTrainer
 from grpokit.runner import build_policy
@@ -215,7 +216,5 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
                         "per-cohort columns are user types", f"{fc.eval_size:,} evaluation requests; "
                         f"{summary['seconds']:.0f} s in all"])
     summary["report"] = str(out / "report.html")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     return summary
