@@ -70,6 +70,11 @@ standardized per request); ``raw``. Task ``p_ctcvr`` is p̂c · p̂o. The rankin
   Bernoulli(po) given a click, GMV = Σ order · v; the component is
   ``posterior_click`` · clicks + ``posterior_order`` · orders + ``posterior_gmv`` · GMV (default:
   the sampled GMV, so E[posterior] = :meth:`expected_reward`). Sparse: most requests order nothing.
+  ``posterior_coupling = "shared"`` (default) draws each candidate's feedback uniforms once per
+  request and lets all G rankings of the group read them (common random numbers, like an offline
+  auction replaying one set of labels): every ranking's posterior keeps its distribution, but the
+  differences within a group are far less noisy (two rankings that show the same items in the same
+  slots get the same posterior). ``independent`` draws afresh per ranking and slot.
 * ``prior`` — the model's predicted utility of the re-ranked top-k: Σ_j e_j p̂c p̂o v̂ (the same
   examination curve as the discount), dense but biased where the model is miscalibrated.
 * ``rules`` — ≤ 0, a penalty on the weight vector's format: ``rule_floor_penalty`` · Σ_k max(0,
@@ -206,6 +211,10 @@ class SearchConfig(BaseModel):
     posterior_click: float = 0.0
     posterior_order: float = 0.0
     posterior_gmv: float = 1.0
+    #: how the G rankings of one request draw feedback: ``shared`` (each candidate's feedback uniforms are
+    #: drawn once per request and reused by every ranking: common random numbers, as in an offline auction
+    #: on one set of labels) or ``independent`` (a fresh draw per ranking and slot)
+    posterior_coupling: Literal["shared", "independent"] = "shared"
     rule_floor: float | list[float] = 0.05  #: per-task weight floor (one value or one per task)
     rule_floor_penalty: float = Field(10.0, ge=0)
     rule_default_penalty: float = Field(2.0, ge=0)
@@ -448,12 +457,24 @@ class SearchScenario(Scenario):
         """Sampled ``clicks``, ``orders``, ``gmv`` ``[B, G]`` of each weight vector's ranking (position bias included)."""
         return self._sample_ranking(contexts, self.rank(contexts, weights), generator)[0]
 
-    def _sample_ranking(self, contexts: Contexts, idx: Tensor, generator: torch.Generator):
+    def _sample_ranking(self, contexts: Contexts, idx: Tensor, generator: torch.Generator, shared: bool = False):
+        """Sampled feedback of shown lists ``idx [B, G, k]``; ``shared`` draws one pair of uniforms per candidate.
+
+        Click at slot j iff u_click,i < e_j pc_i, order iff also u_order,i < po_i. With ``shared`` the
+        uniforms belong to the candidate, so all G rankings of a request see coupled feedback (the
+        same item at the same slot gets the same outcome; a higher slot can only add clicks); each
+        ranking's outcome keeps exactly the independent-sampling distribution.
+        """
         e = self.examination.to(idx.device)
         pc = self._take(contexts.extra["p_click"], idx) * e
         po = self._take(contexts.extra["p_order"], idx)
         v = self._take(contexts.extra["value"], idx)
-        u = torch.rand((2, *idx.shape), generator=generator, device=idx.device, dtype=pc.dtype)
+        if shared:
+            b, n = contexts.extra["p_click"].shape
+            u_item = torch.rand((2, b, n), generator=generator, device=idx.device, dtype=pc.dtype)
+            u = torch.stack([self._take(u_item[0], idx), self._take(u_item[1], idx)])
+        else:
+            u = torch.rand((2, *idx.shape), generator=generator, device=idx.device, dtype=pc.dtype)
         click = u[0] < pc
         order = click & (u[1] < po)
         gmv = order.to(v.dtype) * v
@@ -486,7 +507,7 @@ class SearchScenario(Scenario):
         c = self.config
         w = self._weights(contexts, actions)
         idx = rerank(fuse(contexts.extra["scores"], w, self.fusion), self.k)
-        sampled = self._sample_ranking(contexts, idx, generator)[0]
+        sampled = self._sample_ranking(contexts, idx, generator, shared=c.posterior_coupling == "shared")[0]
         posterior = c.posterior_click * sampled["clicks"] + c.posterior_order * sampled["orders"] + c.posterior_gmv * sampled["gmv"]
         pred = contexts.extra["pred"]
         u = pred[..., 0] * pred[..., 1] * pred[..., 2]
