@@ -11,7 +11,7 @@ from grpokit.config import GRPOConfig
 from grpokit.grpo.trainer import GRPOTrainer
 from grpokit.policy import DirichletHead, MLPTorso, Policy
 from grpokit.ranking import fuse, rerank
-from grpokit.scenarios.search import SearchConfig, SearchScenario, UserType, simplex_grid
+from grpokit.scenarios.search import LIST_FEATURES, SearchConfig, SearchScenario, UserType, list_shape, simplex_grid
 
 
 def _gen(seed=0):
@@ -27,10 +27,10 @@ def test_interface_and_shapes():
     sc = SearchScenario()
     assert sc.action_spec == {"kind": "dirichlet", "n_components": 3}
     assert sc.group_names == ["price_sensitive", "quality_seeking", "browser", "buyer"] and sc.n_groups == 4
-    assert sc.obs_dim == 8 and sc.k == 10
+    assert sc.obs_dim == 11 and sc.k == 10 and sc.feature_names[-3:] == list(LIST_FEATURES)
     assert torch.allclose(sc.static_default_weights, torch.tensor([0.6, 0.25, 0.15]))
     ctx = sc.sample_contexts(8000, _gen())
-    assert ctx.obs.shape == (8000, 8) and ctx.obs.dtype == torch.float32
+    assert ctx.obs.shape == (8000, 11) and ctx.obs.dtype == torch.float32
     shares = torch.bincount(ctx.group, minlength=4).float() / len(ctx)
     assert torch.allclose(shares, torch.tensor([0.35, 0.25, 0.25, 0.15]), atol=0.02)
     assert float((ctx.obs[:, :4].argmax(1) == ctx.group).float().mean()) > 0.6  # a noisy type signal
@@ -126,8 +126,9 @@ def test_miscalibration_misleads_the_prior_ranking():
     cal, mis = SearchScenario(miscalibration=1.0, score_transform="log"), SearchScenario(score_transform="log")
     a, b = cal.sample_contexts(3000, _gen()), mis.sample_contexts(3000, _gen())
     for key in ("p_click", "p_order", "value", "price", "obs"):
-        x, y = (a.obs, b.obs) if key == "obs" else (a.extra[key], b.extra[key])
+        x, y = (a.obs[:, :-3], b.obs[:, :-3]) if key == "obs" else (a.extra[key], b.extra[key])
         assert torch.equal(x, y)  # the same requests and the same model noise
+    assert not torch.equal(a.obs[:, -3:], b.obs[:, -3:])  # the list shape is that of the (miscalibrated) predictions
     expensive = a.extra["rel_price"] > 0.25
     pa, pb = a.extra["pred"], b.extra["pred"]
     assert torch.equal(pa[~expensive], pb[~expensive])
@@ -230,12 +231,34 @@ def test_shared_posterior_coupling():
         SearchScenario(posterior_coupling="per_slot")
 
 
+def test_list_shape_features():
+    """obs ends with log sd over candidates of log p̂c, log p̂o, log v̂ (numpy reference); masks drop padding;
+    they are informative: weights proportional to the spreads beat the best static weights with a calibrated model."""
+    import numpy as np
+
+    sc = SearchScenario(miscalibration=1.0)
+    ctx = sc.sample_contexts(4000, _gen(2))
+    ref = np.log(np.log(ctx.extra["pred"].double().numpy()).std(axis=1, ddof=1))
+    np.testing.assert_allclose(ctx.obs[:, -3:].double().numpy(), ref, rtol=1e-4, atol=1e-4)
+    pred = ctx.extra["pred"][:5]
+    padded = torch.cat([pred, torch.rand(5, 7, 3)], 1)
+    mask = torch.cat([torch.ones(5, 30, dtype=torch.bool), torch.zeros(5, 7, dtype=torch.bool)], 1)
+    assert torch.allclose(list_shape(padded, mask), list_shape(pred), atol=1e-5)
+    sd = ctx.obs[:, -3:].exp()
+    by_spread = sc.expected_reward(ctx, (sd / sd.sum(1, keepdim=True))[:, None]).mean()
+    best_static = sc.expected_reward(ctx, sc.best_static_weights(ctx)).mean()
+    assert float(by_spread) > 1.01 * float(best_static)
+    plain = SearchScenario(list_features=False, miscalibration=1.0)
+    assert plain.obs_dim == 8 and len(plain.feature_names) == 8
+    assert torch.equal(plain.sample_contexts(50, _gen(3)).obs, sc.sample_contexts(50, _gen(3)).obs[:, :8])
+
+
 def test_simulate_log():
     sc = SearchScenario()
     df = sc.simulate_log(300, seed=7)
     assert len(df) == 300 * 30
     cols = ["request_id", "type_signal_price_sensitive", "type_signal_buyer", "query_price_level", "query_price_dispersion",
-            "query_specificity", "query_intent", "candidate", "price", "rating", "popularity", "relevance", "p_click",
+            "query_specificity", "query_intent", *LIST_FEATURES, "candidate", "price", "rating", "popularity", "relevance", "p_click",
             "p_order", "order_value", "shown", "position", "click", "order", "gmv", "user_type"]
     assert all(c in df.columns for c in cols)
     assert not any(c.startswith("true_") for c in df.columns)

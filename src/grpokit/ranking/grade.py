@@ -46,7 +46,7 @@ def _log_tensors(scenario, cfg) -> dict:
     from grpokit.ranking.logs import RankingSchema, read_ranking_log
 
     df = scenario.simulate_log(cfg.log_requests, seed=cfg.seed + 31)
-    features = [c for c in df.columns if c.startswith("type_signal_") or c.startswith("query_")]
+    features = list(scenario.feature_names)  # the request features, in the order of Contexts.obs
     schema = RankingSchema(features=features, segment="user_type", position=None)
     log = read_ranking_log(df, schema)
     scores = scenario._transform(log.scores)  # the ranker's view: the same transform as in simulation

@@ -58,7 +58,7 @@ predicted p̂c · p̂o · v̂ when the tasks are the default three); ``zscore`` 
 standardized per request); ``raw``. Task ``p_ctcvr`` is p̂c · p̂o. The ranking of a weight vector w
 (clipped at 0 and renormalized; all-zero → uniform) is the top-k by Σ_k w_k scores_k.
 
-``Contexts.obs`` (``obs_dim = n_types + 4``): the type one-hot plus N(0, feature_noise²) noise
+``Contexts.obs`` (``obs_dim = n_types + 4``, + 3 with ``list_features``): the type one-hot plus N(0, feature_noise²) noise
 (a noisy type signal), z_p, z_d, 2σ − 1 and ι. ``Contexts.group`` is the true type (per-type reports).
 ``Contexts.extra`` also holds ``pred`` [B, N, 3] (p̂c, p̂o, v̂), the truth ``p_click``,
 ``p_order``, ``value`` [B, N] and the attributes ``price``, ``quality``, ``popularity``,
@@ -122,12 +122,32 @@ from torch import Tensor
 from grpokit.ranking.fusion import fuse, rerank
 from grpokit.scenarios.base import Contexts, Scenario
 
-__all__ = ["SEARCH_TASKS", "SearchConfig", "SearchScenario", "UserType", "simplex_grid"]
+__all__ = ["LIST_FEATURES", "SEARCH_TASKS", "SearchConfig", "SearchScenario", "UserType", "list_shape", "simplex_grid"]
 
 #: the task scores a fusion can use: the model's three predictions and their product p̂c · p̂o
 SEARCH_TASKS = ("p_click", "p_order", "order_value", "p_ctcvr")
 _PRED = {"p_click": 0, "p_order": 1, "order_value": 2}
 _PROB_CAP = 0.999
+#: the request-level list-shape features (log sd over candidates of the log of each prediction)
+LIST_FEATURES = ("list_logsd_p_click", "list_logsd_p_order", "list_logsd_order_value")
+
+
+def list_shape(pred: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``[B, 3]``: log sd over a request's candidates of log p̂c, log p̂o, log v̂ (``pred [B, N, 3]``).
+
+    With ``mask [B, N]`` (True = a real candidate) padded slots are ignored. A request's GMV-best
+    linear fusion of z-scored log scores weighs each task by the spread of its log score, so these
+    spreads tell a policy how to weigh the tasks for this list.
+    """
+    x = torch.log(pred.clamp_min(1e-12))
+    if mask is None:
+        sd = x.std(1)
+    else:
+        m = mask.to(x.dtype)[..., None]
+        n = m.sum(1).clamp_min(2.0)
+        mean = (x * m).sum(1) / n
+        sd = (((x - mean[:, None]) ** 2 * m).sum(1) / (n - 1)).sqrt()
+    return torch.log(sd.clamp_min(1e-6))
 
 
 class UserType(BaseModel):
@@ -207,6 +227,9 @@ class SearchConfig(BaseModel):
     score_transform: Literal["log_zscore", "log", "zscore", "raw"] = "log_zscore"
     # -- observations ------------------------------------------------------------------------
     feature_noise: float = Field(0.5, ge=0)  #: sd of the noise on the type indicators
+    #: add the request's list shape to the observations: log sd over the candidates of log p̂c, log p̂o,
+    #: log v̂ (what the ranker knows at serving time; the GMV-best weights of a request scale with them)
+    list_features: bool = True
     # -- rewards -----------------------------------------------------------------------------
     posterior_click: float = 0.0
     posterior_order: float = 0.0
@@ -300,7 +323,11 @@ class SearchScenario(Scenario):
         self.group_names = [u.name for u in self.types]
         self.tasks = list(c.tasks)
         self.n_tasks = len(self.tasks)
-        self.obs_dim = self.n_groups + 4
+        #: the names of the ``obs`` columns (the request-feature columns of :meth:`simulate_log`)
+        self.feature_names = ([f"type_signal_{t}" for t in self.group_names]
+                              + ["query_price_level", "query_price_dispersion", "query_specificity", "query_intent"]
+                              + (list(LIST_FEATURES) if c.list_features else []))
+        self.obs_dim = len(self.feature_names)
         self.action_spec = {"kind": "dirichlet", "n_components": self.n_tasks}
         self.fusion = "linear"
         self.k = c.k
@@ -386,7 +413,10 @@ class SearchScenario(Scenario):
             col = col.clamp(max=_PROB_CAP)
         pred = torch.cat([pred[..., :t], col[..., None], pred[..., t + 1 :]], dim=-1)
 
-        obs = torch.cat([signal, zp[:, None], zd[:, None], 2 * spec[:, None] - 1, intent[:, None]], dim=1)
+        obs = [signal, zp[:, None], zd[:, None], 2 * spec[:, None] - 1, intent[:, None]]
+        if c.list_features:
+            obs.append(list_shape(pred))
+        obs = torch.cat(obs, dim=1)
         extra = {
             "scores": self._transform(pred),
             "pred": pred,
@@ -621,8 +651,9 @@ class SearchScenario(Scenario):
         """Logs of a production ranker (``weights``, default ``static_default_weights``): one row per (request, candidate).
 
         Columns: ``request_id``, the request features (``type_signal_<type>``, ``query_price_level``,
-        ``query_price_dispersion``, ``query_specificity`` (in [−1, 1]), ``query_intent`` — exactly
-        ``Contexts.obs``), the item
+        ``query_price_dispersion``, ``query_specificity`` (in [−1, 1]), ``query_intent`` and, with
+        ``list_features``, ``list_logsd_p_click|p_order|order_value`` — exactly ``Contexts.obs``, named
+        by ``feature_names``), the item
         attributes (``candidate``, ``price``, ``rating`` (1–5), ``popularity``, ``relevance``), the
         model's predictions (``p_click``, ``p_order``, ``order_value``), ``shown`` and ``position``
         (1..k; 0 = not shown), the sampled labels ``click``, ``order``, ``gmv`` (0 when not shown)
@@ -651,8 +682,7 @@ class SearchScenario(Scenario):
             return x.reshape(-1).cpu().numpy()
 
         data = {"request_id": np.repeat(np.arange(b), n)}
-        obs_names = [f"type_signal_{t}" for t in self.group_names] + ["query_price_level", "query_price_dispersion", "query_specificity", "query_intent"]
-        for j, col in enumerate(obs_names):
+        for j, col in enumerate(self.feature_names):
             data[col] = np.repeat(ctx.obs[:, j].cpu().numpy(), n)
         data["candidate"] = np.tile(np.arange(n), b)
         data["price"] = flat(ex["price"])
