@@ -35,6 +35,22 @@ def test_fusion_run_summary(tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_fusion_run_selects_the_prior_weight(tmp_path):
+    out = tmp_path / "sel"
+    r = runner.invoke(app, ["fusion", "run", "--out", str(out), *TINY, "--set", "fusion.prior_weight_grid=[0.0, 1.0]",
+                            "--set", "fusion.holdout_requests=300"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    sel = s["prior_weight_selection"]
+    assert sel["chosen"] in (0.0, 1.0) and s["reward_weights"]["prior"] == sel["chosen"]
+    best = max(sel["holdout_score"].values())
+    assert sel["holdout_score"][str(sel["chosen"])] == best and sel["se_vs_chosen"][str(sel["chosen"])] == 0.0
+    assert s["static_tuned_weights"] == sel["static_weights"][str(sel["chosen"])]
+    assert "prior weight chosen" in r.output
+    r = runner.invoke(app, ["fusion", "run", "--out", str(tmp_path / "bad"), *TINY, "--set", "fusion.prior_weight_grid=[-1.0]"])
+    assert r.exit_code == 2 and "prior_weight_grid" in r.output
+
+
 def test_fusion_run_errors(tmp_path):
     r = runner.invoke(app, ["fusion", "run", "--out", str(tmp_path / "x"), "--set", "scenario.name=marketing"])
     assert r.exit_code == 2 and "search" in r.output
@@ -49,7 +65,7 @@ def test_ablation_variants():
     post, stage1 = _variant(cfg, "posterior_only")
     assert post.grpo.reward_weights == {"prior": 0.0, "rules": 0.0} and stage1
     prior, _ = _variant(cfg, "prior_only")
-    assert prior.grpo.reward_weights == {"prior": 0.5, "posterior": 0.0, "rules": 0.0}
+    assert prior.grpo.reward_weights == {"prior": 1.0, "posterior": 0.0, "rules": 0.0}  # in GMV units
     fixed, _ = _variant(cfg, "fixed_concentration")
     assert "target_spread" not in fixed.policy.head_params and fixed.policy.head_params["concentration"] == 20.0
     gs, _ = _variant(cfg, "gaussian_softmax")

@@ -660,6 +660,10 @@ def fusion_run(
         table.add_row(name, f"{t['gpm']:.1f}", f"{t['opm']:.2f}", f"{100 * p['gpm_vs_static_tuned']:+.2f}%",
                       *[("–" if p["auction"][m] is None else f"{p['auction'][m]:.4f}") for m in ("ndcg", "gauc")])
     console.print(table)
+    sel = summary.get("prior_weight_selection")
+    if sel:
+        scores = ", ".join(f"{lam}: {v:.4f}" for lam, v in sel["holdout_score"].items())
+        console.print(f"prior weight chosen by held-out feedback: [bold]{sel['chosen']}[/] (held-out posterior + rules per request: {scores})")
     console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}")
 
 

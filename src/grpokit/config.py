@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
@@ -130,6 +130,10 @@ class FusionConfig(_Strict):
         default_factory=lambda: ["gaussian_softmax", "fixed_concentration", "posterior_only", "prior_only", "no_stage1"]
     )
     oracle: bool = True  #: also evaluate the per-request oracle weights (slow on large eval sets)
+    #: choose the composite reward's prior weight from these values by held-out feedback
+    #: (grpokit.ranking.composite.select_prior_weight); empty = use grpo.reward_weights.prior as given
+    prior_weight_grid: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list)
+    holdout_requests: int = Field(20000, ge=100)  #: held-out requests that score each prior weight
 
 
 class RunConfig(_Strict):

@@ -33,6 +33,7 @@ import torch
 from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
 from grpokit.grpo.trainer import GRPOTrainer
+from grpokit.ranking.composite import composite_objective, select_prior_weight
 from grpokit.runner import build_policy
 from grpokit.scenarios.registry import scenario_from_config
 
@@ -60,19 +61,6 @@ def _mean_weights(policy, features: torch.Tensor, group: torch.Tensor) -> torch.
     """The policy's deterministic (mean) weights ``[B, K]``; ``group`` feeds a group embedding if it has one."""
     with torch.no_grad():
         return policy.eval()(features, group).mode().float()
-
-
-def _composite_objective(scenario, contexts, weights_cfg: dict, generator_seed: int):
-    """Mean composite reward of candidate static weight vectors ``[M, K]`` on fixed contexts."""
-
-    def objective(w: torch.Tensor) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(generator_seed)  # common random numbers across candidates
-        actions = w.float().unsqueeze(0).expand(len(contexts), -1, -1)
-        parts = scenario.reward(contexts, actions, gen)
-        total = sum(weights_cfg.get(name, 1.0) * r for name, r in parts.items())
-        return total.double().mean(0)
-
-    return objective
 
 
 def _train_grade(config: RunConfig, scenario, log: dict, *, stage1: bool, progress: bool, out_dir=None):
@@ -109,8 +97,8 @@ def _variant(config: RunConfig, name: str) -> tuple[RunConfig, bool]:
                                   if k not in ("target_spread", "target_spread_final", "adapt_rate")}
     elif name == "posterior_only":
         cfg.grpo.reward_weights = {**cfg.grpo.reward_weights, "prior": 0.0, "rules": 0.0}
-    elif name == "prior_only":
-        cfg.grpo.reward_weights = {**cfg.grpo.reward_weights, "posterior": 0.0, "rules": 0.0}
+    elif name == "prior_only":  # the prior alone, in its own (GMV) units whatever the composite's prior weight
+        cfg.grpo.reward_weights = {**cfg.grpo.reward_weights, "posterior": 0.0, "prior": 1.0, "rules": 0.0}
     elif name != "no_stage1":
         raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
     return cfg, name != "no_stage1"
@@ -166,13 +154,23 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
     static("static_default", scenario.static_default_weights)
     tune_ctx = scenario.sample_contexts(fc.tune_requests, torch.Generator().manual_seed(fc.seed + 53))
     rw = dict(config.grpo.reward_weights)
-    best = tune_static_weights(_composite_objective(scenario, tune_ctx, rw, fc.seed), k_tasks, method=fc.tune_method,
-                               budget=fc.tune_budget, seed=fc.seed)
-    static("static_tuned", best.best_weights)
+    selection = None
+    if fc.prior_weight_grid:  # choose the prior's weight by held-out feedback, then train everything with it
+        holdout = scenario.sample_contexts(fc.holdout_requests, torch.Generator().manual_seed(fc.seed + 71))
+        selection = select_prior_weight(scenario, tune_ctx, holdout, rw, fc.prior_weight_grid, method=fc.tune_method,
+                                        budget=fc.tune_budget, seed=fc.seed)
+        rw["prior"] = selection.weight
+        config = config.model_copy(deep=True)
+        config.grpo.reward_weights = rw
+        best_weights = selection.weights[selection.weight]
+    else:
+        best_weights = tune_static_weights(composite_objective(scenario, tune_ctx, rw, fc.seed), k_tasks,
+                                           method=fc.tune_method, budget=fc.tune_budget, seed=fc.seed).best_weights
+    static("static_tuned", best_weights)
     per_obj = {}
     for t, tname in enumerate(scenario.group_names):
         rows = torch.nonzero(tune_ctx.group == t)[:, 0]
-        per_obj[tname] = _composite_objective(scenario, tune_ctx.index(rows), rw, fc.seed)
+        per_obj[tname] = composite_objective(scenario, tune_ctx.index(rows), rw, fc.seed)
     per_seg = tune_per_segment(per_obj, k_tasks, method=fc.tune_method, budget=fc.tune_budget, seed=fc.seed)
     seg_table = torch.stack([torch.as_tensor(per_seg[t]).float() for t in scenario.group_names])
     weights["static_per_segment"] = (seg_table[contexts.group], seg_table[log["group"]])
@@ -201,7 +199,9 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         "training": {name: {k: v for k, v in r.items() if k != "stage1"} | (
             {"stage1_ndcg_before": r["stage1"]["ndcg_before"], "stage1_ndcg_after": r["stage1"]["ndcg_after"]}
             if r.get("stage1") else {}) for name, r in runs.items()},
-        "static_tuned_weights": [float(x) for x in best.best_weights],
+        "reward_weights": rw,
+        "prior_weight_selection": None if selection is None else selection.as_dict(),
+        "static_tuned_weights": [float(x) for x in best_weights],
         "static_per_segment_weights": {t: [float(x) for x in per_seg[t]] for t in scenario.group_names},
         "policies": policies,
     }
