@@ -75,8 +75,10 @@ standardized per request); ``raw``. Task ``p_ctcvr`` is p̂c · p̂o. The rankin
   auction replaying one set of labels): every ranking's posterior keeps its distribution, but the
   differences within a group are far less noisy (two rankings that show the same items in the same
   slots get the same posterior). ``independent`` draws afresh per ranking and slot.
-* ``prior`` — the model's predicted utility of the re-ranked top-k: Σ_j e_j p̂c p̂o v̂ (the same
-  examination curve as the discount), dense but biased where the model is miscalibrated.
+* ``prior`` — the model's predicted utility of the re-ranked top-k: Σ_j e_j û with û = a_c p̂c +
+  a_o p̂c p̂o + a_g p̂c p̂o v̂, the posterior's coefficients on the model's predictions (default:
+  predicted GMV Σ_j e_j p̂c p̂o v̂; the same examination curve as the discount), dense but biased
+  where the model is miscalibrated.
 * ``rules`` — ≤ 0, a penalty on the weight vector's format: ``rule_floor_penalty`` · Σ_k max(0,
   floor_k − w_k) (each task keeps at least ``rule_floor``) + ``rule_default_penalty`` · max(0,
   TV(w, w_default) − ``rule_default_tolerance``) (TV = ½‖w − w_default‖₁ ∈ [0, 1], distance from
@@ -85,8 +87,8 @@ standardized per request); ``raw``. Task ``p_ctcvr`` is p̂c · p̂o. The rankin
 
 The trainer sums the components with ``grpo.reward_weights`` (1 each by default).
 
-**Ground truth.** :meth:`expected_reward` is the true expected GMV per request of each weight
-vector's ranking (position bias included); :meth:`true_metrics` reports CTR (expected clicks per
+**Ground truth.** :meth:`expected_reward` is the true expected posterior per request of each weight
+vector's ranking (position bias included; the true expected GMV with the default coefficients); :meth:`true_metrics` reports CTR (expected clicks per
 shown slot, i.e. E[clicks] / k), CVR (E[orders] / E[clicks]), OPM and GPM (expected orders / GMV
 per thousand requests) overall and per type. :meth:`oracle_actions` is the per-request best weight
 vector found by a search over the simplex: a fixed grid (step ``oracle_step``, default 0.05: 231
@@ -98,7 +100,7 @@ thinner than the lattice can hide a better one), not the best arbitrary ranking 
 :meth:`ideal_gmv`). It picks per request with the truth of that request's candidates, so it also
 exploits the model's noise on them: an upper bound, not fully learnable from ``obs``.
 :meth:`best_static_weights` (alias :meth:`best_fixed_split`) is the single
-grid weight vector with the highest mean true GMV (optionally per type), ``static_default_weights``
+grid weight vector with the highest mean true expected posterior (GMV by default) (optionally per type), ``static_default_weights``
 the business's production weights.
 
 **Logs.** :meth:`simulate_log` replays a production ranker with the static default weights and
@@ -511,11 +513,24 @@ class SearchScenario(Scenario):
         out = {"clicks": click.sum(-1).to(v.dtype), "orders": order.sum(-1).to(v.dtype), "gmv": gmv.sum(-1)}
         return out, click, order, gmv
 
+    def _utility(self, pc: Tensor, po: Tensor, v: Tensor) -> Tensor:
+        """Per-candidate utility of a click with the posterior's coefficients: a_c pc + a_o pc po + a_g pc po v."""
+        c = self.config
+        u = c.posterior_gmv * pc * po * v
+        if c.posterior_order:
+            u = u + c.posterior_order * pc * po
+        if c.posterior_click:
+            u = u + c.posterior_click * pc
+        return u
+
     def prior_utility(self, contexts: Contexts, weights: Tensor) -> Tensor:
-        """The model's predicted GMV of each weight vector's shown list: Σ_j e_j p̂c p̂o v̂, ``[B, G]``."""
-        idx = self.rank(contexts, weights)
+        """The model's predicted utility of each weight vector's shown list, ``[B, G]``: Σ_j e_j û_{i_j} with
+        û = a_c p̂c + a_o p̂c p̂o + a_g p̂c p̂o v̂ (the posterior's coefficients; default: predicted GMV)."""
+        return self._prior_of(contexts, self.rank(contexts, weights))
+
+    def _prior_of(self, contexts: Contexts, idx: Tensor) -> Tensor:
         pred = contexts.extra["pred"]
-        u = pred[..., 0] * pred[..., 1] * pred[..., 2]
+        u = self._utility(pred[..., 0], pred[..., 1], pred[..., 2])
         return (self._take(u, idx) * self.examination.to(idx.device)).sum(-1)
 
     def rule_penalty(self, weights: Tensor) -> Tensor:
@@ -539,14 +554,19 @@ class SearchScenario(Scenario):
         idx = rerank(fuse(contexts.extra["scores"], w, self.fusion), self.k)
         sampled = self._sample_ranking(contexts, idx, generator, shared=c.posterior_coupling == "shared")[0]
         posterior = c.posterior_click * sampled["clicks"] + c.posterior_order * sampled["orders"] + c.posterior_gmv * sampled["gmv"]
-        pred = contexts.extra["pred"]
-        u = pred[..., 0] * pred[..., 1] * pred[..., 2]
-        prior = (self._take(u, idx) * self.examination.to(idx.device)).sum(-1)
-        return {"posterior": posterior, "prior": prior, "rules": self.rule_penalty(w)}
+        return {"posterior": posterior, "prior": self._prior_of(contexts, idx), "rules": self.rule_penalty(w)}
 
     def expected_reward(self, contexts: Contexts, actions: Tensor) -> Tensor:
-        """True expected GMV per request ``[B, G]`` of each weight vector ``actions: [B, G, K]``."""
-        return self.expected_outcomes(contexts, actions)["gmv"]
+        """True expected posterior per request ``[B, G]`` of each weight vector ``actions: [B, G, K]``:
+        a_c E[clicks] + a_o E[orders] + a_g E[GMV] (default: the true expected GMV)."""
+        c = self.config
+        out = self.expected_outcomes(contexts, actions)
+        r = c.posterior_gmv * out["gmv"]
+        if c.posterior_order:
+            r = r + c.posterior_order * out["orders"]
+        if c.posterior_click:
+            r = r + c.posterior_click * out["clicks"]
+        return r
 
     def true_metrics(self, contexts: Contexts, weights: Tensor) -> dict:
         """True CTR, CVR, OPM, GPM of one weight vector per request (``[B, K]``, or ``[K]`` for all), and per type.
@@ -583,7 +603,7 @@ class SearchScenario(Scenario):
         return (top * self.examination.to(top.device)).sum(-1)
 
     def _grid_values(self, contexts: Contexts, points: Tensor, chunk: int = 16) -> Tensor:
-        """True expected GMV ``[B, P]`` of each of the shared weight vectors ``points [P, K]``."""
+        """True expected posterior (:meth:`expected_reward`) ``[B, P]`` of each shared weight vector ``points [P, K]``."""
         b = len(contexts)
         points = points.to(contexts.extra["scores"].device)
         out = [self.expected_reward(contexts, p.unsqueeze(0).expand(b, -1, -1)) for p in points.split(chunk)]
@@ -620,7 +640,7 @@ class SearchScenario(Scenario):
     def best_static_weights(
         self, contexts: Contexts | None = None, per_type: bool = False, n_contexts: int = 20_000, seed: int | None = None
     ) -> Tensor:
-        """The simplex-grid weight vector with the highest mean true GMV: ``[K]``, or ``[n_types, K]`` per type."""
+        """The simplex-grid weight vector with the highest mean true expected posterior (GMV by default): ``[K]``, or ``[n_types, K]`` per type."""
         contexts = self.baseline_contexts(n_contexts, seed) if contexts is None else contexts
         values = self._grid_values(contexts, self.static_grid).double()
         grid = self.static_grid.to(values.device)
