@@ -38,8 +38,12 @@ def table(run_dirs: list[Path]) -> str:
         )
     chosen = [r.get("prior_weight_selection") for r in runs]
     if any(chosen):
+        def static_choice(c):
+            return "–" if c is None else f"{(c['static'] if 'static' in c else c)['chosen']:g}"
+
         lines.append("")
-        lines.append("prior weight chosen per seed: " + ", ".join("–" if c is None else str(c["chosen"]) for c in chosen))
+        lines.append("prior weight chosen per seed: GRADE " + ", ".join("–" if c is None else f"{c['chosen']:g}" for c in chosen)
+                     + "; static weights " + ", ".join(static_choice(c) for c in chosen))
     return "\n".join(lines)
 
 

@@ -42,11 +42,24 @@ def test_fusion_run_selects_the_prior_weight(tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())
     sel = s["prior_weight_selection"]
-    assert sel["chosen"] in (0.0, 1.0) and s["reward_weights"]["prior"] == sel["chosen"]
-    best = max(sel["holdout_score"].values())
-    assert sel["holdout_score"][str(sel["chosen"])] == best and sel["se_vs_chosen"][str(sel["chosen"])] == 0.0
-    assert s["static_tuned_weights"] == sel["static_weights"][str(sel["chosen"])]
-    assert "prior weight chosen" in r.output
+    assert sel["select"] == "policy" and sel["chosen"] == sel["policy"]["chosen"] == s["reward_weights"]["prior"]
+    for block in (sel["static"], sel["policy"]):
+        assert block["chosen"] in (0.0, 1.0) and set(block["holdout_score"]) == {"0", "1"}
+        best = max(block["holdout_score"].values())
+        assert block["holdout_score"][f"{block['chosen']:g}"] == best and block["se_vs_chosen"][f"{block['chosen']:g}"] == 0.0
+    assert s["static_tuned_weights"] == sel["static"]["static_weights"][f"{sel['static']['chosen']:g}"]
+    # one GRADE per prior weight, the chosen one's curves copied to the run directory
+    assert (out / "prior_weight_0" / "metrics.jsonl").is_file() and (out / "prior_weight_1" / "checkpoint.pt").is_file()
+    chosen_dir = out / f"prior_weight_{sel['chosen']:g}"
+    assert (out / "metrics.jsonl").read_text() == (chosen_dir / "metrics.jsonl").read_text() != ""
+    assert "prior weight for GRADE" in r.output and "prior weight for static weights" in r.output
+    # static: GRADE uses the static weights' choice
+    out2 = tmp_path / "sel_static"
+    r = runner.invoke(app, ["fusion", "run", "--out", str(out2), *TINY, "--set", "fusion.prior_weight_grid=[0.0, 1.0]",
+                            "--set", "fusion.holdout_requests=300", "--set", "fusion.prior_weight_select=static"])
+    assert r.exit_code == 0, r.output
+    s2 = json.loads((out2 / "summary.json").read_text())["prior_weight_selection"]
+    assert s2["policy"] is None and s2["chosen"] == s2["static"]["chosen"] and not (out2 / "prior_weight_0").exists()
     r = runner.invoke(app, ["fusion", "run", "--out", str(tmp_path / "bad"), *TINY, "--set", "fusion.prior_weight_grid=[-1.0]"])
     assert r.exit_code == 2 and "prior_weight_grid" in r.output
 

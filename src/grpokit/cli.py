@@ -662,8 +662,11 @@ def fusion_run(
     console.print(table)
     sel = summary.get("prior_weight_selection")
     if sel:
-        scores = ", ".join(f"{lam}: {v:.4f}" for lam, v in sel["holdout_score"].items())
-        console.print(f"prior weight chosen by held-out feedback: [bold]{sel['chosen']}[/] (held-out posterior + rules per request: {scores})")
+        for who, block in (("static weights", sel["static"]), ("GRADE", sel["policy"])):
+            if block:
+                scores = ", ".join(f"{lam}: {v:.4f}" for lam, v in block["holdout_score"].items())
+                console.print(f"prior weight for {who}: [bold]{block['chosen']:g}[/] "
+                              f"(held-out posterior + rules per request by prior weight: {scores})")
     console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}")
 
 

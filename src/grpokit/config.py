@@ -134,6 +134,9 @@ class FusionConfig(_Strict):
     #: (grpokit.ranking.composite.select_prior_weight); empty = use grpo.reward_weights.prior as given
     prior_weight_grid: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list)
     holdout_requests: int = Field(20000, ge=100)  #: held-out requests that score each prior weight
+    #: ``policy``: train GRADE once per grid value and keep the best on held-out feedback (the static
+    #: baselines keep their own choice); ``static``: use the prior weight chosen for the static weights
+    prior_weight_select: Literal["policy", "static"] = "policy"
 
 
 class RunConfig(_Strict):

@@ -11,8 +11,10 @@ miscalibrated the model is, which nobody knows beforehand.
 the composite with that λ (black-box search on the tuning requests), then scores each tuned vector
 by the *unbiased part* of the reward alone, ``a · posterior + c · rules``, on held-out requests (one
 set of feedback draws shared by all λ: common random numbers, so the comparison is paired), and
-keeps the λ with the best held-out score. The static vector is a proxy for the policy: the prior's
-bias pulls a personalized policy in the same direction as it pulls a static one.
+keeps the λ with the best held-out score. :func:`holdout_scores` scores any candidates the same way;
+``grpokit fusion run`` (``fusion.prior_weight_select = "policy"``) uses it to choose among GRADE
+policies trained with each λ, because a per-request policy exploits the prior's bias more precisely
+than one static vector can: the static choice is only a proxy for it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["PriorWeightSelection", "composite_objective", "select_prior_weight"]
+__all__ = ["PriorWeightSelection", "composite_objective", "holdout_scores", "paired_se", "select_prior_weight"]
 
 
 def composite_objective(scenario, contexts, reward_weights: dict, seed: int) -> Callable[[Tensor], Tensor]:
@@ -40,11 +42,28 @@ def composite_objective(scenario, contexts, reward_weights: dict, seed: int) -> 
 
 
 def _per_request(scenario, contexts, w: Tensor, reward_weights: dict, seed: int) -> Tensor:
-    """``[B, M]`` composite reward of each request under each of the weight vectors ``w [M, K]``."""
+    """``[B, M]`` composite reward of each request under each of the weight vectors ``w``: ``[M, K]``
+    (one vector per column, the same for every request) or ``[B, M, K]`` (per request)."""
     gen = torch.Generator().manual_seed(seed)
-    actions = w.float().unsqueeze(0).expand(len(contexts), -1, -1)
+    actions = w.float().unsqueeze(0).expand(len(contexts), -1, -1) if w.ndim == 2 else w.float()
     parts = scenario.reward(contexts, actions, gen)
     return sum(reward_weights.get(name, 1.0) * r for name, r in parts.items()).double()
+
+
+def holdout_scores(scenario, contexts, weights: Tensor, reward_weights: dict, seed: int) -> tuple[Tensor, Tensor]:
+    """Mean *unbiased* reward (``a · posterior + c · rules``: the prior left out) of M candidate policies
+    on held-out requests, and the per-request values ``[B, M]``.
+
+    ``weights`` is ``[M, K]`` (static vectors) or ``[B, M, K]`` (each candidate's weights per request).
+    All candidates read the same feedback draws (shared per candidate item), so differences are paired.
+    """
+    per_req = _per_request(scenario, contexts, weights, {**reward_weights, "prior": 0.0}, seed)
+    return per_req.mean(0), per_req
+
+
+def paired_se(per_req: Tensor, ref: int) -> Tensor:
+    """Standard errors ``[M]`` of each column's mean minus column ``ref``'s mean (paired over rows)."""
+    return (per_req - per_req[:, ref : ref + 1]).std(0) / math.sqrt(per_req.shape[0])
 
 
 class PriorWeightSelection(NamedTuple):
@@ -61,9 +80,9 @@ class PriorWeightSelection(NamedTuple):
         return {
             "chosen": self.weight,
             "grid": list(self.scores),
-            "holdout_score": {str(lam): s for lam, s in self.scores.items()},
-            "se_vs_chosen": {str(lam): s for lam, s in self.se_vs_chosen.items()},
-            "static_weights": {str(lam): [float(x) for x in w] for lam, w in self.weights.items()},
+            "holdout_score": {f"{lam:g}": s for lam, s in self.scores.items()},
+            "se_vs_chosen": {f"{lam:g}": s for lam, s in self.se_vs_chosen.items()},
+            "static_weights": {f"{lam:g}": [float(x) for x in w] for lam, w in self.weights.items()},
         }
 
 
@@ -92,17 +111,14 @@ def select_prior_weight(
             raise ValueError(f"prior weights must be finite numbers >= 0, got {lam!r} in {list(grid)}")
     if len(set(grid)) != len(grid):
         raise ValueError(f"the prior-weight grid has repeated values: {list(grid)}")
-    unbiased = {**reward_weights, "prior": 0.0}
     tuned: dict[float, Tensor] = {}
     for lam in grid:
         obj = composite_objective(scenario, tune_contexts, {**reward_weights, "prior": float(lam)}, seed)
         tuned[float(lam)] = tune_static_weights(obj, scenario.n_tasks, method=method, budget=budget, seed=seed).best_weights
     stacked = torch.stack([tuned[float(lam)] for lam in grid])
-    per_req = _per_request(scenario, holdout_contexts, stacked, unbiased, seed + 1)  # [B, len(grid)]
-    means = per_req.mean(0)
+    means, per_req = holdout_scores(scenario, holdout_contexts, stacked, reward_weights, seed + 1)
     best = int(means.argmax())
-    n = per_req.shape[0]
-    diff_se = (per_req - per_req[:, best : best + 1]).std(0) / math.sqrt(n)
+    diff_se = paired_se(per_req, best)
     return PriorWeightSelection(
         weight=float(grid[best]),
         weights=tuned,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
 from grpokit.grpo.trainer import GRPOTrainer
-from grpokit.ranking.composite import composite_objective, select_prior_weight
+from grpokit.ranking.composite import composite_objective, holdout_scores, paired_se, select_prior_weight
 from grpokit.runner import build_policy
 from grpokit.scenarios.registry import scenario_from_config
 
@@ -84,6 +85,37 @@ def _train_grade(config: RunConfig, scenario, log: dict, *, stage1: bool, progre
     t0 = time.perf_counter()
     summary = trainer.train()
     return trainer.policy.cpu(), {"stage1": pre, "train_seconds": time.perf_counter() - t0, "steps": summary["steps"]}
+
+
+def _select_grade_by_holdout(config: RunConfig, scenario, log: dict, holdout, out: Path, progress: bool):
+    """Train GRADE once per ``fusion.prior_weight_grid`` value (each in ``out/prior_weight_<λ>/``), score each
+    policy's mean weights by the unbiased reward (posterior + rules, shared draws) on the held-out requests,
+    and return the best policy, its training info and the evidence; its curves and checkpoint are copied to ``out``."""
+    fc = config.fusion
+    trained = []
+    for lam in fc.prior_weight_grid:
+        cfg = config.model_copy(deep=True)
+        cfg.grpo.reward_weights = {**cfg.grpo.reward_weights, "prior": float(lam)}
+        sub = out / f"prior_weight_{lam:g}"
+        sub.mkdir(exist_ok=True)
+        (sub / "metrics.jsonl").write_text("")
+        pol, info = _train_grade(cfg, scenario, log, stage1=True, progress=progress, out_dir=sub)
+        trained.append((float(lam), pol, info, sub))
+    w = torch.stack([_mean_weights(pol, holdout.obs, holdout.group) for _, pol, _, _ in trained], dim=1)  # [B, M, K]
+    means, per_req = holdout_scores(scenario, holdout, w, dict(config.grpo.reward_weights), fc.seed + 1)
+    best = int(means.argmax())
+    se = paired_se(per_req, best)
+    lam, policy, info, sub = trained[best]
+    for name in ("metrics.jsonl", "train_summary.json", "checkpoint.pt"):
+        if (sub / name).exists():
+            shutil.copyfile(sub / name, out / name)
+    evidence = {
+        "chosen": lam,
+        "holdout_score": {f"{lam_i:g}": float(means[i]) for i, (lam_i, *_rest) in enumerate(trained)},
+        "se_vs_chosen": {f"{lam_i:g}": float(se[i]) for i, (lam_i, *_rest) in enumerate(trained)},
+        "mean_weights": {f"{lam_i:g}": [float(x) for x in w[:, i].double().mean(0)] for i, (lam_i, *_rest) in enumerate(trained)},
+    }
+    return policy, info, evidence
 
 
 def _variant(config: RunConfig, name: str) -> tuple[RunConfig, bool]:
@@ -154,14 +186,12 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
     static("static_default", scenario.static_default_weights)
     tune_ctx = scenario.sample_contexts(fc.tune_requests, torch.Generator().manual_seed(fc.seed + 53))
     rw = dict(config.grpo.reward_weights)
-    selection = None
-    if fc.prior_weight_grid:  # choose the prior's weight by held-out feedback, then train everything with it
+    selection = chosen = None
+    if fc.prior_weight_grid:  # choose the prior's weight by held-out feedback (docs/fusion.md)
         holdout = scenario.sample_contexts(fc.holdout_requests, torch.Generator().manual_seed(fc.seed + 71))
         selection = select_prior_weight(scenario, tune_ctx, holdout, rw, fc.prior_weight_grid, method=fc.tune_method,
                                         budget=fc.tune_budget, seed=fc.seed)
-        rw["prior"] = selection.weight
-        config = config.model_copy(deep=True)
-        config.grpo.reward_weights = rw
+        rw["prior"] = selection.weight  # the static baselines' prior weight
         best_weights = selection.weights[selection.weight]
     else:
         best_weights = tune_static_weights(composite_objective(scenario, tune_ctx, rw, fc.seed), k_tasks,
@@ -176,7 +206,17 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
     weights["static_per_segment"] = (seg_table[contexts.group], seg_table[log["group"]])
 
     runs: dict[str, dict] = {}
-    policy, info = _train_grade(config, scenario, log, stage1=True, progress=progress, out_dir=out)
+    if selection is not None and fc.prior_weight_select == "policy":
+        # one GRADE per prior weight; keep the one whose mean weights earn the most held-out feedback
+        policy, info, chosen = _select_grade_by_holdout(config, scenario, log, holdout, out, progress)
+        rw_grade = {**rw, "prior": chosen["chosen"]}
+    else:
+        rw_grade = rw
+        config = config.model_copy(deep=True)
+        config.grpo.reward_weights = rw_grade
+        policy, info = _train_grade(config, scenario, log, stage1=True, progress=progress, out_dir=out)
+    config = config.model_copy(deep=True)
+    config.grpo.reward_weights = rw_grade  # the ablations change one thing each from GRADE's reward
     runs["grade"] = info
     weights["grade"] = (_mean_weights(policy, contexts.obs, contexts.group), _mean_weights(policy, log["features"], log["group"]))
     for name in fc.ablations:
@@ -199,8 +239,13 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         "training": {name: {k: v for k, v in r.items() if k != "stage1"} | (
             {"stage1_ndcg_before": r["stage1"]["ndcg_before"], "stage1_ndcg_after": r["stage1"]["ndcg_after"]}
             if r.get("stage1") else {}) for name, r in runs.items()},
-        "reward_weights": rw,
-        "prior_weight_selection": None if selection is None else selection.as_dict(),
+        "reward_weights": rw_grade,
+        "prior_weight_selection": None if selection is None else {
+            "select": fc.prior_weight_select,
+            "chosen": rw_grade.get("prior", 1.0),
+            "static": selection.as_dict(),
+            "policy": chosen,
+        },
         "static_tuned_weights": [float(x) for x in best_weights],
         "static_per_segment_weights": {t: [float(x) for x in per_seg[t]] for t in scenario.group_names},
         "policies": policies,
