@@ -163,7 +163,8 @@ def _relevance(relevance: Any, labels: Tensor, tasks: list[str], label_names: li
 def auction(weights: Tensor, log_or_tensors: Any, *, k: int = 10, fusion: str = "linear",
             transforms: Mapping[Any, str] | None = None, discount: str | Tensor = "log2",
             relevance: str | Tensor | None = None, tasks: Sequence[str] | None = None,
-            label_names: Sequence[str] | None = None) -> dict[str, Tensor]:
+            label_names: Sequence[str] | None = None,
+            utilities: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Re-rank every request under every weight vector and score the top-k (see the module docstring).
 
     ``weights``: ``[B, G, K]`` (``[1, G, K]`` or ``[G, K]`` broadcast over the B requests).
@@ -175,9 +176,11 @@ def auction(weights: Tensor, log_or_tensors: Any, *, k: int = 10, fusion: str = 
 
     ``fusion``: ``linear`` or ``log_linear``; ``transforms``: task (name or index) -> one of
     :data:`TRANSFORMS`; ``discount``: ``log2``, ``none`` or a tensor of >= k slot weights;
-    ``relevance`` (for NDCG): a label or task name, or a ``[B, N]`` tensor.
+    ``relevance`` (for NDCG): a label or task name, or a ``[B, N]`` tensor. ``utilities``: extra
+    per-candidate values ``{name: [B, N]}`` (e.g. the model's predicted GMV p̂c · p̂o · v̂) whose
+    discounted top-k sums are returned under their names.
 
-    Returns ``{label: [B, G] for each label} | {"ndcg": [B, G]} | {"prior_<task>": [B, G]}``.
+    Returns ``{label: [B, G] for each label} | {"ndcg": [B, G]} | {"prior_<task>": [B, G]} | {utility: [B, G]}``.
     """
     scores, labels, mask, tasks, label_names = _unpack(log_or_tensors, tasks, label_names)
     device = weights.device
@@ -196,7 +199,12 @@ def auction(weights: Tensor, log_or_tensors: Any, *, k: int = 10, fusion: str = 
         weights = weights.expand(b, -1, -1)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    keys = label_names + ["ndcg"] + [f"prior_{t}" for t in tasks]
+    utilities = dict(utilities or {})
+    for name, u in utilities.items():
+        if not isinstance(u, Tensor) or u.shape != (b, n):
+            raise ValueError(f"utility {name!r} must be a [B, N] = {(b, n)} tensor, got "
+                             f"{tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__}")
+    keys = label_names + ["ndcg"] + [f"prior_{t}" for t in tasks] + list(utilities)
     if len(set(keys)) != len(keys):
         raise ValueError(f"output names collide: {keys}; rename the label columns")
     k_eff = min(k, n)
@@ -229,6 +237,10 @@ def auction(weights: Tensor, log_or_tensors: Any, *, k: int = 10, fusion: str = 
     prior = discounted(scores)
     for i, t in enumerate(tasks):
         out[f"prior_{t}"] = prior[..., i]
+    if utilities:
+        extra = discounted(torch.stack([u.to(device=device, dtype=dtype) for u in utilities.values()], -1))
+        for i, name in enumerate(utilities):
+            out[name] = extra[..., i]
     return out
 
 

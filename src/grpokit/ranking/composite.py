@@ -25,7 +25,25 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["PriorWeightSelection", "composite_objective", "holdout_scores", "paired_se", "select_prior_weight"]
+__all__ = ["PriorWeightSelection", "composite_objective", "holdout_scores", "paired_se", "rule_penalty", "select_prior_weight"]
+
+
+def rule_penalty(weights: Tensor, *, floors: Tensor, default: Tensor, floor_penalty: float = 10.0,
+                 default_penalty: float = 2.0, default_tolerance: float = 0.3, onehot_penalty: float = 10.0,
+                 onehot_threshold: float = 0.9) -> Tensor:
+    """The (≤ 0) format penalty of weight vectors ``[..., K]``, computed on the clipped, renormalized weights:
+
+    −(floor_penalty · Σ_k max(0, floor_k − w_k) + default_penalty · max(0, TV(w, default) − default_tolerance)
+    + onehot_penalty · max(0, max_k w_k − onehot_threshold)), with TV = ½‖w − default‖₁ (all-zero w → uniform).
+    """
+    w = weights.float().clamp_min(0)
+    total = w.sum(-1, keepdim=True)
+    w = torch.where(total > 0, w / total.clamp_min(1e-30), torch.full_like(w, 1.0 / w.shape[-1]))
+    floor = (floors.to(w.device, w.dtype) - w).clamp_min(0).sum(-1)
+    tv = 0.5 * (w - default.to(w.device, w.dtype)).abs().sum(-1)
+    far = (tv - default_tolerance).clamp_min(0)
+    onehot = (w.max(-1).values - onehot_threshold).clamp_min(0)
+    return -(floor_penalty * floor + default_penalty * far + onehot_penalty * onehot)
 
 
 def composite_objective(scenario, contexts, reward_weights: dict, seed: int) -> Callable[[Tensor], Tensor]:

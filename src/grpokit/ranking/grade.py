@@ -7,13 +7,17 @@ simulator (``[scenario] name = "search"``):
    ``fusion.log_requests`` requests (every candidate with the model's predictions; labels for the
    shown top-k);
 2. **baselines**: ``static_default``; ``static_tuned``, one weight vector found by black-box search
-   (CMA-ES or random search over the simplex) on the same composite reward GRADE optimizes;
-   ``static_per_segment``, one such vector per user type;
+   (CMA-ES or random search over the simplex) on the composite reward; ``static_per_segment``, one
+   such vector per user type. With ``fusion.prior_weight_grid`` the composite's prior weight λ is
+   chosen first: one static vector per λ, scored by posterior + rules on held-out requests
+   (:func:`grpokit.ranking.composite.select_prior_weight`);
 3. **stage 1**: learning-to-rank initialization of the policy's mean weights with LambdaLoss on the
    logged labels (relevance = log(1 + logged GMV));
 4. **stage 2**: GRPO with the Dirichlet head (adaptive exploration), G weight vectors per request,
    the composite reward (posterior + prior + rules, weights ``grpo.reward_weights``) and KL to the
-   frozen stage-1 policy (``grpo.beta``);
+   frozen stage-1 policy (``grpo.beta``). With a prior-weight grid and ``prior_weight_select =
+   "policy"`` (default) one GRADE is trained per λ (``RUN_DIR/prior_weight_<λ>/``) and the one
+   whose mean weights earn the most held-out posterior + rules is kept;
 5. **ablations** (each a full stage 1 + 2 run with one change): ``gaussian_softmax`` head,
    ``fixed_concentration``, ``posterior_only`` and ``prior_only`` rewards, ``no_stage1``;
 6. **evaluation**: true CTR / CVR / OPM / GPM (simulator ground truth, position bias included) on

@@ -6,10 +6,11 @@ from grpokit.scenarios.allocation import AllocationConfig, AllocationScenario
 from grpokit.scenarios.marketing import MarketingConfig, MarketingScenario
 from grpokit.scenarios.preferences import PreferenceConfig, PreferenceScenario
 from grpokit.scenarios.pricing import PricingConfig, PricingScenario
+from grpokit.ranking.logged import LoggedRankingConfig
 from grpokit.scenarios.search import SearchConfig, SearchScenario
 
 SCENARIO_CONFIGS = {"preferences": PreferenceConfig, "marketing": MarketingConfig, "pricing": PricingConfig, "allocation": AllocationConfig,
-                    "search": SearchConfig}
+                    "search": SearchConfig, "logged_ranking": LoggedRankingConfig}
 SCENARIOS = {"preferences": PreferenceScenario, "marketing": MarketingScenario, "pricing": PricingScenario, "allocation": AllocationScenario,
              "search": SearchScenario}
 
@@ -22,4 +23,7 @@ def make_scenario(name: str, **params):
 
 
 def scenario_from_config(config) -> "object":
+    if config.name not in SCENARIOS:
+        raise ValueError(f"scenario {config.name!r} is built from a log, not from its config alone "
+                         "(logged_ranking: use `grpokit fusion learn CONFIG --log LOG`)")
     return SCENARIOS[config.name](config)

@@ -535,15 +535,13 @@ class SearchScenario(Scenario):
 
     def rule_penalty(self, weights: Tensor) -> Tensor:
         """The (≤ 0) format penalty of weight vectors ``[..., K]`` (after clipping and renormalizing)."""
+        from grpokit.ranking.composite import rule_penalty
+
         c = self.config
-        w = weights.float().clamp_min(0)
-        total = w.sum(-1, keepdim=True)
-        w = torch.where(total > 0, w / total.clamp_min(1e-30), torch.full_like(w, 1.0 / self.n_tasks))
-        floor = (self.rule_floors.to(w.device) - w).clamp_min(0).sum(-1)
-        tv = 0.5 * (w - self.static_default_weights.to(w.device)).abs().sum(-1)
-        far = (tv - c.rule_default_tolerance).clamp_min(0)
-        onehot = (w.max(-1).values - c.rule_onehot_threshold).clamp_min(0)
-        return -(c.rule_floor_penalty * floor + c.rule_default_penalty * far + c.rule_onehot_penalty * onehot)
+        return rule_penalty(weights, floors=self.rule_floors, default=self.static_default_weights,
+                            floor_penalty=c.rule_floor_penalty, default_penalty=c.rule_default_penalty,
+                            default_tolerance=c.rule_default_tolerance, onehot_penalty=c.rule_onehot_penalty,
+                            onehot_threshold=c.rule_onehot_threshold)
 
     # -- the scenario interface ---------------------------------------------------------------
 
