@@ -198,3 +198,14 @@ def test_learns_the_weights_a_known_objective_wants():
     assert max(range(3), key=lambda i: p["grade"]["mean_weights"][i]) == 1
     assert p["grade"]["posterior"] > p["static_default"]["posterior"]
     assert p["static_tuned"]["posterior"] > p["static_default"]["posterior"]
+
+
+def test_simulate_then_learn_with_the_examples(tmp_path):
+    """The documented path: `grpokit scenario simulate` a search log, then `grpokit fusion learn` with the examples."""
+    log = tmp_path / "search_log.parquet"
+    r = runner.invoke(app, ["scenario", "simulate", "examples/fusion.toml", "--policy", "default", "--n", "200", "--out", str(log)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["fusion", "learn", "examples/fusion_log.toml", "--log", str(log), "--schema",
+                            "examples/search_log_schema.toml", "--out", str(tmp_path / "run"), *TINY])
+    assert r.exit_code == 0, r.output
+    assert "grade" in json.loads((tmp_path / "run" / "summary.json").read_text())["policies"]

@@ -2,6 +2,7 @@
 miscalibration, per-type optima, the oracle, the reward components, the logs and config validation."""
 
 import math
+import numpy as np
 
 import pytest
 import torch
@@ -363,3 +364,18 @@ def test_posterior_coefficients_shape_the_prior_and_the_truth():
     small = ctx.index(torch.arange(60))
     mixed = sc.expected_reward(small, sc.oracle_actions(small)[:, None]).mean()
     assert float(mixed) >= float(sc.expected_reward(small, gmv_only.oracle_actions(small)[:, None]).mean())
+
+
+def test_simulate_log_policies():
+    sc = SearchScenario()
+    default = sc.simulate_log(50, seed=3)
+    assert default.equals(sc.simulate_log(50, "default", seed=3))
+    uni = sc.simulate_log(50, "uniform", seed=3)
+    # the same requests, other shown lists: the uniform weights rank differently in most requests
+    assert np.array_equal(uni.p_click.to_numpy(), default.p_click.to_numpy())
+    differs = (uni.position.to_numpy() != default.position.to_numpy()).reshape(50, 30).any(1)
+    assert differs.mean() > 0.5
+    with pytest.raises(ValueError, match="policy must be"):
+        sc.simulate_log(10, "targeting")
+    with pytest.raises(ValueError, match="do not pass weights"):
+        sc.simulate_log(10, "uniform", weights=torch.tensor([0.2, 0.3, 0.5]))

@@ -557,7 +557,7 @@ def scenario_simulate(
     config: Optional[Path] = typer.Argument(None, help="TOML run file (its [scenario] is used)"),
     out: Path = typer.Option(..., "--out", help="Where to write the log (.parquet or .csv)"),
     n: int = typer.Option(20000, "--n", min=1, help="Number of logged decisions"),
-    policy: str = typer.Option("uniform", "--policy", help="Logging policy: uniform (A/B) or targeting"),
+    policy: str = typer.Option("uniform", "--policy", help="Logging policy: uniform (A/B; search: random weights per request), targeting, or default (search: the production weights)"),
     seed: int = typer.Option(0, "--seed"),
     set_: Optional[List[str]] = SetOption,
 ) -> None:

@@ -665,8 +665,13 @@ class SearchScenario(Scenario):
 
     # -- logs ---------------------------------------------------------------------------------
 
-    def simulate_log(self, n_requests: int, seed: int = 0, weights: Tensor | None = None, include_truth: bool = False) -> pd.DataFrame:
-        """Logs of a production ranker (``weights``, default ``static_default_weights``): one row per (request, candidate).
+    def simulate_log(self, n_requests: int, policy: str = "default", seed: int = 0, weights: Tensor | None = None,
+                     include_truth: bool = False) -> pd.DataFrame:
+        """Logs of a production ranker: one row per (request, candidate).
+
+        ``policy``: ``default`` ranks with ``weights`` (default ``static_default_weights``);
+        ``uniform`` with weights drawn per request uniformly on the simplex (Dirichlet(1), seeded): an
+        exploration log, whose shown lists cover more of what other weights would show.
 
         Columns: ``request_id``, the request features (``type_signal_<type>``, ``query_price_level``,
         ``query_price_dispersion``, ``query_specificity`` (in [−1, 1]), ``query_intent`` and, with
@@ -680,9 +685,16 @@ class SearchScenario(Scenario):
         """
         if n_requests < 1:
             raise ValueError(f"n_requests must be >= 1, got {n_requests}")
+        if policy not in ("default", "uniform"):
+            raise ValueError(f"policy must be 'default' (the production weights) or 'uniform' (random weights per request), got {policy!r}")
+        if policy == "uniform" and weights is not None:
+            raise ValueError("policy='uniform' draws its own weights: do not pass weights")
         gen = torch.Generator().manual_seed(seed)
         ctx = self.sample_contexts(n_requests, gen)
         w = self.static_default_weights if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if policy == "uniform":
+            e = -torch.log1p(-torch.rand(n_requests, self.n_tasks, generator=gen))
+            w = e / e.sum(1, keepdim=True)
         idx = self.rank(ctx, w)  # [B, 1, k]
         _, click, order, gmv = self._sample_ranking(ctx, idx, gen)
         b, n, k = n_requests, self.config.n_candidates, self.k
