@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["PriorWeightSelection", "composite_objective", "holdout_scores", "paired_se", "rule_penalty", "select_prior_weight"]
+__all__ = ["PriorWeightSelection", "composite_objective", "holdout_scores", "paired_se", "rule_penalty", "rule_penalty_from", "select_prior_weight"]
 
 
 def rule_penalty(weights: Tensor, *, floors: Tensor, default: Tensor, floor_penalty: float = 10.0,
@@ -44,6 +44,13 @@ def rule_penalty(weights: Tensor, *, floors: Tensor, default: Tensor, floor_pena
     far = (tv - default_tolerance).clamp_min(0)
     onehot = (w.max(-1).values - onehot_threshold).clamp_min(0)
     return -(floor_penalty * floor + default_penalty * far + onehot_penalty * onehot)
+
+
+def rule_penalty_from(config, weights: Tensor, floors: Tensor, default: Tensor) -> Tensor:
+    """:func:`rule_penalty` with the penalties read from a scenario config's ``rule_*`` fields."""
+    return rule_penalty(weights, floors=floors, default=default, floor_penalty=config.rule_floor_penalty,
+                        default_penalty=config.rule_default_penalty, default_tolerance=config.rule_default_tolerance,
+                        onehot_penalty=config.rule_onehot_penalty, onehot_threshold=config.rule_onehot_threshold)
 
 
 def composite_objective(scenario, contexts, reward_weights: dict, seed: int) -> Callable[[Tensor], Tensor]:

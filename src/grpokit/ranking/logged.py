@@ -165,13 +165,10 @@ class LoggedRankingScenario(Scenario):
                        tasks=self.tasks, label_names=self.label_names, utilities={"prior": self.utility[rows].to(dev)})
 
     def rule_penalty(self, weights: Tensor) -> Tensor:
-        from grpokit.ranking.composite import rule_penalty
+        """The (≤ 0) weight-format penalty (:func:`grpokit.ranking.composite.rule_penalty`) with this config's rules."""
+        from grpokit.ranking.composite import rule_penalty_from
 
-        c = self.config
-        return rule_penalty(weights, floors=self.rule_floors, default=self.static_default_weights,
-                            floor_penalty=c.rule_floor_penalty, default_penalty=c.rule_default_penalty,
-                            default_tolerance=c.rule_default_tolerance, onehot_penalty=c.rule_onehot_penalty,
-                            onehot_threshold=c.rule_onehot_threshold)
+        return rule_penalty_from(self.config, weights, self.rule_floors, self.static_default_weights)
 
     def _posterior(self, out: dict[str, Tensor]) -> Tensor:
         return sum(a * out[name] for name, a in self.posterior_coef.items())

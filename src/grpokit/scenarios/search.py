@@ -535,13 +535,9 @@ class SearchScenario(Scenario):
 
     def rule_penalty(self, weights: Tensor) -> Tensor:
         """The (≤ 0) format penalty of weight vectors ``[..., K]`` (after clipping and renormalizing)."""
-        from grpokit.ranking.composite import rule_penalty
+        from grpokit.ranking.composite import rule_penalty_from
 
-        c = self.config
-        return rule_penalty(weights, floors=self.rule_floors, default=self.static_default_weights,
-                            floor_penalty=c.rule_floor_penalty, default_penalty=c.rule_default_penalty,
-                            default_tolerance=c.rule_default_tolerance, onehot_penalty=c.rule_onehot_penalty,
-                            onehot_threshold=c.rule_onehot_threshold)
+        return rule_penalty_from(self.config, weights, self.rule_floors, self.static_default_weights)
 
     # -- the scenario interface ---------------------------------------------------------------
 
