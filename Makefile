@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP_FLAGS ?= -q
 EXTRAS ?= test
 
-.PHONY: install demo demo-preferences test bench bench-throughput bench-preferences bench-ppo clean
+.PHONY: install demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 demo-preferences: $(STAMP)
 	$(BIN)/grpokit demo --out runs/demo-preferences
 
+## GRADE: personalized ranking fusion weights vs static weights on the search simulator (~2-4 min)
+demo-fusion: $(STAMP)
+	rm -rf runs/demo-fusion
+	$(BIN)/grpokit fusion run examples/fusion.toml --out runs/demo-fusion
+
 ## make test: the whole test suite (CPU, about a few minutes on 2 cores)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
@@ -40,6 +45,12 @@ bench-preferences: $(STAMP)
 bench-ppo: $(STAMP)
 	$(BIN)/pip install $(PIP_FLAGS) -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/ppo_vs_grpo.py --json runs/bench/ppo_vs_grpo.json
+
+## GRADE over 5 seeds (the BENCHMARKS.md table; ~15-20 min on 2 cores)
+bench-fusion: $(STAMP)
+	for s in 0 1 2 3 4; do rm -rf runs/bench/fusion_s$$s; \
+	  $(BIN)/grpokit fusion run examples/fusion.toml --out runs/bench/fusion_s$$s --set fusion.seed=$$s --set grpo.seed=$$s --no-progress || exit 1; done
+	$(BIN)/python benchmarks/fusion_table.py runs/bench/fusion_s0 runs/bench/fusion_s1 runs/bench/fusion_s2 runs/bench/fusion_s3 runs/bench/fusion_s4
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
