@@ -303,19 +303,20 @@ def demo(
 SchemaOption = typer.Option(None, "--schema", help="TOML file mapping your column names (LogSchema keys)")
 
 
-def _schema(path: Optional[Path]):
-    from pydantic import ValidationError
-
-    from grpokit.offline.schema import LogSchema
-
-    if path is None:
-        return None
+def _schema(path: Optional[Path], schema_class=None):
+    """The schema (``LogSchema`` by default, or ``schema_class``) read from a TOML file, or None."""
     import tomllib
 
+    from pydantic import ValidationError
+
+    if schema_class is None:
+        from grpokit.offline.schema import LogSchema as schema_class
+    if path is None:
+        return None
     if not path.is_file():
         _fail(f"schema file {path} does not exist")
     try:
-        return LogSchema(**tomllib.loads(path.read_text()))
+        return schema_class(**tomllib.loads(path.read_text()))
     except (tomllib.TOMLDecodeError, ValidationError, ValueError) as err:
         _fail(f"schema file {path}: {err}")
 
@@ -648,24 +649,13 @@ def fusion_learn(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """GRADE on your own ranking log: train on part of it, compare with static weights on the rest (offline auction)."""
-    import tomllib
-
-    from pydantic import ValidationError
-
     from grpokit.ranking.grade_log import learn_fusion_from_log
     from grpokit.ranking.logs import RankingLogError, RankingSchema, read_ranking_log
 
     cfg = _load(config, ([] if config is not None else ["scenario.name=logged_ranking"]) + list(set_ or []))
     if cfg.scenario.name != "logged_ranking":
         _fail(f"grpokit fusion learn needs [scenario] name = \"logged_ranking\", got {cfg.scenario.name!r}")
-    rs = None
-    if schema is not None:
-        if not schema.is_file():
-            _fail(f"schema file {schema} does not exist")
-        try:
-            rs = RankingSchema(**tomllib.loads(schema.read_text()))
-        except (tomllib.TOMLDecodeError, ValidationError, ValueError) as err:
-            _fail(f"schema file {schema}: {err}")
+    rs = _schema(schema, RankingSchema)
     if not log.exists():
         _fail(f"log file {log} does not exist")
     try:

@@ -216,11 +216,10 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         rw_grade = {**rw, "prior": chosen["chosen"]}
     else:
         rw_grade = rw
-        config = config.model_copy(deep=True)
-        config.grpo.reward_weights = rw_grade
-        policy, info = _train_grade(config, scenario, log, stage1=True, progress=progress, out_dir=out)
     config = config.model_copy(deep=True)
-    config.grpo.reward_weights = rw_grade  # the ablations change one thing each from GRADE's reward
+    config.grpo.reward_weights = rw_grade  # GRADE's reward; the ablations change one thing each from it
+    if chosen is None:
+        policy, info = _train_grade(config, scenario, log, stage1=True, progress=progress, out_dir=out)
     runs["grade"] = info
     weights["grade"] = (_mean_weights(policy, contexts.obs, contexts.group), _mean_weights(policy, log["features"], log["group"]))
     for name in fc.ablations:

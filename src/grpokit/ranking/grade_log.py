@@ -33,6 +33,7 @@ from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
 from grpokit.grpo.trainer import GRPOTrainer
 from grpokit.ranking.composite import composite_objective
+from grpokit.ranking.grade import _mean_weights
 from grpokit.ranking.logged import LoggedRankingConfig, LoggedRankingScenario
 from grpokit.runner import build_policy
 
@@ -48,12 +49,6 @@ def split_log(log, holdout_fraction: float, seed: int):
                          "(need at least 2 requests on each side)")
     perm = torch.randperm(r, generator=torch.Generator().manual_seed(seed))
     return log.select(perm[n_hold:].sort().values), log.select(perm[:n_hold].sort().values)
-
-
-def _mean_weights(policy, scenario: LoggedRankingScenario) -> torch.Tensor:
-    ctx = scenario.contexts()
-    with torch.no_grad():
-        return policy.eval()(ctx.obs, ctx.group).mode().float()
 
 
 def _paired_ci(diff: torch.Tensor) -> dict:
@@ -72,10 +67,11 @@ def _compare(scenario: LoggedRankingScenario, weights: dict[str, torch.Tensor]) 
     click = "click" if "click" in scenario.label_names else scenario.label_names[0]
     out, posterior = {}, {}
     for name, w in weights.items():
+        w = scenario._weights(ctx, w)  # [B, 1, K]
         res = scenario.auction(ctx, w)
         post = scenario._posterior(res)[:, 0]
         posterior[name] = post
-        fused = fuse(scenario.inputs, scenario._weights(ctx, w), scenario.config.fusion)[:, 0]
+        fused = fuse(scenario.inputs, w, scenario.config.fusion)[:, 0]
         per_segment = {}
         for g, gname in enumerate(scenario.group_names):
             rows = ctx.group == g
@@ -86,7 +82,7 @@ def _compare(scenario: LoggedRankingScenario, weights: dict[str, torch.Tensor]) 
             "ndcg": float(res["ndcg"][:, 0].double().mean()),
             "gauc": float(gauc(fused, scenario.labels[..., scenario.label_names.index(click)], scenario.mask)),
             "per_segment": per_segment,
-            "mean_weights": [float(x) for x in scenario._weights(ctx, w)[:, 0].double().mean(0)],
+            "mean_weights": [float(x) for x in w[:, 0].double().mean(0)],
         }
     for name in out:
         for base in ("static_default", "static_tuned"):
@@ -148,7 +144,8 @@ def learn_fusion_from_log(log, config: RunConfig, out_dir: str | Path, *, progre
     trainer.train()
     policy = trainer.policy.cpu()
     train_seconds = time.perf_counter() - t_train
-    weights["grade"] = _mean_weights(policy, hold)
+    hold_ctx = hold.contexts()
+    weights["grade"] = _mean_weights(policy, hold_ctx.obs, hold_ctx.group)
     policies = _compare(hold, weights)
     save_policy(policy, out / "policy.pt", metadata={"feature_names": train.feature_names, "tasks": train.tasks,
                                                      "segments": train.group_names, "fusion": sc_cfg.fusion,
