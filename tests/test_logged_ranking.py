@@ -172,6 +172,18 @@ def test_fusion_learn_bad_input(tmp_path):
     assert r.exit_code == 2 and "revenue" in r.output
 
 
+def test_gauc_undefined_is_null_not_nan(tmp_path):
+    """Every click label 1: GAUC has no negatives, so summary.json holds null (valid JSON), not NaN."""
+    log = tiny_log(n_requests=20)
+    log.labels[..., 0] = 1.0
+    cfg = load_config(None, ["scenario.name=logged_ranking", "grpo.steps=2", "grpo.batch_size=8", "grpo.group_size=4",
+                             "grpo.eval_size=16", "fusion.tune_budget=10", "fusion.pretrain_steps=2",
+                             "policy.head_params.concentration=20.0", 'grpo.device="cpu"'])
+    s = learn_fusion_from_log(log, cfg, tmp_path / "run")
+    assert all(p["gauc"] is None for p in s["policies"].values())
+    json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+
+
 def test_learns_the_weights_a_known_objective_wants():
     """Labels generated from p_order alone: the tuned static weights and GRADE's mean weights lean on p_order,
     and both beat uniform weights on held-out requests."""

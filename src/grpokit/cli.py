@@ -671,7 +671,8 @@ def fusion_learn(
     for name, p in summary["policies"].items():
         vs = p.get("vs_static_tuned")
         ci = "–" if vs is None else f"{vs['mean']:+.3f} [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}]"
-        table_.add_row(name, f"{p['posterior']:.4f}", f"{p['ndcg']:.4f}", f"{p['gauc']:.4f}", ci)
+        g = "–" if p["gauc"] is None else f"{p['gauc']:.4f}"
+        table_.add_row(name, f"{p['posterior']:.4f}", f"{p['ndcg']:.4f}", g, ci)
     console.print(table_)
     console.print(f"policy: [bold]{summary['policy_path']}[/]; summary: {out / 'summary.json'} "
                   "(offline-auction replay: unshown candidates earn nothing, so confirm a promotion online)")

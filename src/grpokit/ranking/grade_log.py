@@ -51,6 +51,12 @@ def split_log(log, holdout_fraction: float, seed: int):
     return log.select(perm[n_hold:].sort().values), log.select(perm[:n_hold].sort().values)
 
 
+def _finite_or_none(x) -> float | None:
+    """A float, or None (JSON null) where it is NaN: GAUC is undefined when no request has both classes."""
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
 def _paired_ci(diff: torch.Tensor) -> dict:
     """Mean of per-request differences with a 95 % normal confidence interval."""
     d = diff.double()
@@ -80,7 +86,7 @@ def _compare(scenario: LoggedRankingScenario, weights: dict[str, torch.Tensor]) 
             "per_thousand": {lbl: 1000.0 * float(res[lbl][:, 0].double().mean()) for lbl in scenario.label_names},
             "posterior": float(post.double().mean()),
             "ndcg": float(res["ndcg"][:, 0].double().mean()),
-            "gauc": float(gauc(fused, scenario.labels[..., scenario.label_names.index(click)], scenario.mask)),
+            "gauc": _finite_or_none(gauc(fused, scenario.labels[..., scenario.label_names.index(click)], scenario.mask)),
             "per_segment": per_segment,
             "mean_weights": [float(x) for x in w[:, 0].double().mean(0)],
         }
