@@ -1,0 +1,31 @@
+"""The ``grpokit`` command: one module per command group, each thin over the workflow functions."""
+
+from __future__ import annotations
+
+import sys
+
+from grpokit.cli import train, offline  # noqa: F401,I001  (top-level commands register on import)
+from grpokit.cli._common import app
+from grpokit.cli.bench import bench_app
+from grpokit.cli.config import config_app
+from grpokit.cli.data import data_app
+from grpokit.cli.fusion import fusion_app
+from grpokit.cli.obd import obd_app
+from grpokit.cli.scenario import scenario_app
+
+app.add_typer(bench_app, name="bench")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(fusion_app, name="fusion")
+app.add_typer(obd_app, name="obd")
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

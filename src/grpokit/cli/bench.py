@@ -1,0 +1,102 @@
+"""``grpokit bench``: throughput and the preference-group comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from grpokit.cli._common import (
+    SetOption,
+    _fail,
+    _load,
+    _write_json,
+    console,
+)
+
+bench_app = typer.Typer(help="Benchmarks: throughput and the preference-group comparison.", no_args_is_help=True)
+
+
+def _preferences_table(result: dict, title: str) -> Table:
+    methods = result["methods"]
+    first = next(iter(methods.values()))
+    groups = list(first["oracle"]["per_group"])
+    table = Table(title=title, caption="group columns: value / oracle value; steps: first step at 90 % of oracle")
+    table.add_column("method")
+    table.add_column("value", justify="right")
+    table.add_column("± sd", justify="right")
+    for g in groups:
+        table.add_column(g, justify="right")
+    table.add_column("steps to 90% (" + " / ".join(groups) + ")", justify="right")
+    for name, block in methods.items():
+        p = block["policies"][name]
+        row = [name, f"{p['value']:.4f}", f"{p['value_std']:.4f}"]
+        row += [f"{p['per_group'][g] / first['oracle']['per_group'][g]:.3f}" for g in groups]
+        row.append(" / ".join("never" if block["steps_to_90pct"][g] is None else f"{block['steps_to_90pct'][g]:g}" for g in groups))
+        table.add_row(*row)
+    o = first["oracle"]
+    table.add_row("oracle", f"{o['value']:.4f}", "", *["1.000"] * len(groups), "")
+    return table
+
+
+@bench_app.command("preferences")
+def bench_preferences(
+    json_out: Path = typer.Option(..., "--json", help="Where to write the results (one block per method)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML run file (default: built-in preference scenario)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Number of training seeds (0..N-1), the same for every method"),
+    methods: str = typer.Option("grpo,dr_grpo,rank,pgrpo", "--methods", help="Comma-separated advantage estimators"),
+    set_: Optional[List[str]] = SetOption,
+) -> None:
+    """GRPO vs Dr. GRPO vs rank vs P-GRPO on the same seeds: value per preference group."""
+    from grpokit.bench.preferences import METHODS, run_preferences
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        _fail(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    _load(config, set_)  # validate before any work
+    try:
+        with console.status("training...") as status:
+            result = run_preferences(
+                chosen,
+                list(range(seeds)),
+                config,
+                set_ or [],
+                on_result=lambda m, s, r: status.update(f"{m} seed {s}: value {r['policies'][m]['value']:.4f}"),
+            )
+    except ValueError as err:
+        _fail(str(err))
+    _write_json(json_out, result)
+    console.print(_preferences_table(result, f"preference scenario, {seeds} seeds"))
+    console.print(f"written to [bold]{json_out}[/]")
+
+
+@bench_app.command("throughput")
+def bench_throughput(
+    json_out: Path = typer.Option(..., "--json", help="Where to write the results"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    steps: int = typer.Option(200, "--steps", min=1, help="Timed steps per measurement"),
+) -> None:
+    """Training decisions per second at B=4096 x G=8 (and B=262144 x G=16 on CUDA)."""
+    from grpokit.bench.throughput import run_throughput
+
+    try:
+        result = run_throughput(device, steps)
+    except ValueError as err:
+        _fail(str(err))
+    _write_json(json_out, result)
+    table = Table(title=f"training throughput on {result['device_name']} (torch {result['torch']})")
+    for col in ("B", "G", "engine grpo", "engine pgrpo", "minimal loop"):
+        table.add_column(col, justify="right")
+    for r in result["results"]:
+        table.add_row(
+            str(r["batch_size"]),
+            str(r["group_size"]),
+            f"{r['engine']['decisions_per_second']:,.0f}/s",
+            f"{r['engine_pgrpo']['decisions_per_second']:,.0f}/s",
+            f"{r['minimal_loop']['decisions_per_second']:,.0f}/s",
+        )
+    console.print(table)
+    console.print(f"written to [bold]{json_out}[/]")
