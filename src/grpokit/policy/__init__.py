@@ -1,4 +1,4 @@
-"""Policy heads and networks."""
+"""Policy heads and networks; saved policies with their preprocessing (``DeployedPolicy``)."""
 
 from grpokit.policy.heads import (
     BetaHead,
@@ -10,9 +10,15 @@ from grpokit.policy.heads import (
     make_head,
 )
 from grpokit.policy.network import MLPTorso, Policy
+from grpokit.policy.features import FeatureEncoder, FeatureError  # noqa: E402,I001
+from grpokit.policy.deployed import Decisions, DeployedPolicy  # noqa: E402,I001
 
 __all__ = [
     "BetaHead",
+    "Decisions",
+    "DeployedPolicy",
+    "FeatureEncoder",
+    "FeatureError",
     "CategoricalHead",
     "Decision",
     "DirichletHead",

@@ -1,0 +1,253 @@
+"""A saved policy put to work: raw rows in, decisions with their propensities out.
+
+:class:`DeployedPolicy` wraps a ``policy.pt`` (network + feature encoder + action labels) and
+answers what scoring, serving and off-policy evaluation need:
+
+- ``probabilities(rows) -> [n, A]``: the policy's own distribution π(a | x);
+- ``served_probabilities(rows, epsilon, mode) -> [n, A]``: what is actually served,
+  ``q = (1 - ε) π + ε / A`` (``mode="greedy"``: π replaced by the one-hot of its argmax), so every
+  action keeps ``q >= ε / A`` and a log of served decisions can evaluate other policies;
+- ``decide(rows, ...)``: one action per row drawn from q, with its propensity ``q[a]``.
+
+Randomness is a uniform per row, ``u = row_uniforms(seed, index)``: a counter-based hash of the
+seed and the row's global index, so a table scored in chunks, on several workers or in one pass
+gets the same decisions for the same seed. The action is the first a with ``cumsum(q)[a] > u``.
+Continuous heads (Beta, Dirichlet, Gaussian-softmax) draw one sample per row from a generator
+seeded by that row's hash and report its density (``propensities`` = pdf, ``log_density``);
+``epsilon`` does not apply to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from grpokit.policy.features import FeatureEncoder, FeatureError
+from grpokit.policy.heads import make_head
+from grpokit.policy.io import load_encoder, read_policy_file
+from grpokit.policy.network import MLPTorso, Policy
+
+__all__ = ["DeployedPolicy", "Decisions", "row_uniforms", "row_seeds"]
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer, vectorized on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = (z + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+        return z ^ (z >> np.uint64(31))
+
+
+def row_seeds(seed: int, index: np.ndarray | Sequence[int]) -> np.ndarray:
+    """``uint64 [n]``: a well-mixed 64-bit hash of ``(seed, index)`` per row."""
+    idx = np.asarray(index, dtype=np.int64).astype(np.uint64)
+    key = _splitmix64(np.array([np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        return _splitmix64(_splitmix64(idx ^ key) + key)
+
+
+def row_uniforms(seed: int, index: np.ndarray | Sequence[int]) -> np.ndarray:
+    """``float64 [n]`` in [0, 1): the uniform of each row (top 53 bits of :func:`row_seeds`)."""
+    return (row_seeds(seed, index) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+@dataclass
+class Decisions:
+    """One decision per row. Categorical: ``actions [n]`` codes, ``labels [n]``, ``probabilities
+    [n, A]`` the served distribution q; ``propensities [n] = q[action]``. Continuous: ``actions``
+    ``[n]`` or ``[n, K]``, ``propensities`` the density at the sample, ``log_density``."""
+
+    actions: np.ndarray
+    propensities: np.ndarray
+    probabilities: np.ndarray | None = None
+    labels: list[str] | None = None
+    log_density: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class DeployedPolicy:
+    """A saved policy with its preprocessing; see the module docstring."""
+
+    group_field = "cohort"
+
+    def __init__(self, policy: Policy, metadata: dict, encoder: FeatureEncoder | None, version: str,
+                 head_kind: str = "categorical"):
+        self.policy = policy.eval()
+        self.metadata = metadata
+        self.encoder = encoder
+        self.version = version
+        self.kind = head_kind
+        n = getattr(policy.head, "n_actions", None)
+        self.n_actions = int(n) if n is not None else None
+        labels = metadata.get("action_labels")
+        if self.kind == "categorical":
+            self.action_labels = [str(a) for a in labels] if labels else [str(a) for a in range(self.n_actions)]
+            if len(self.action_labels) != self.n_actions:
+                raise ValueError(f"the policy has {self.n_actions} actions but {len(self.action_labels)} labels")
+        else:
+            self.action_labels = None
+        self.group_labels = [str(g) for g in metadata.get("group_labels") or []] or None
+        self.needs_group = policy.torso.embedding is not None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path) -> "DeployedPolicy":
+        """Read ``path`` with ``weights_only=True`` and rebuild network and encoder."""
+        path = Path(path)
+        payload = read_policy_file(path)
+        head_spec = dict(payload["head"])
+        kind = head_spec.pop("kind")
+        head = make_head(kind, **{k: v for k, v in head_spec.items() if v is not None or k == "concentration"})
+        policy = Policy(MLPTorso(**payload["torso"]), head)
+        try:
+            policy.load_state_dict(payload["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: the weights do not match the stored architecture ({str(err).splitlines()[0]})") from None
+        meta = dict(payload.get("metadata") or {})
+        version = meta.get("version") or "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        encoder = load_encoder(payload)
+        if encoder is not None and encoder.dim != policy.torso.obs_dim:
+            raise ValueError(f"{path}: the stored encoder makes {encoder.dim} inputs but the network expects "
+                             f"{policy.torso.obs_dim}")
+        return cls(policy, meta, encoder, str(version), kind)
+
+    # ------------------------------------------------------------------ what it expects
+    @property
+    def fields(self) -> list[dict]:
+        """The raw input fields (name, type, categories) a row must carry."""
+        out = [dict(f) for f in self.encoder.fields] if self.encoder is not None else []
+        for f in out:
+            f.pop("mean", None)
+            f.pop("std", None)
+        if self.needs_group:
+            out.append({"name": self.group_field, "type": "category", "categories": self.group_labels or []})
+        return out
+
+    def describe(self) -> dict:
+        """What a client needs to call the policy (for ``GET /v1/policy`` and ``grpokit score``)."""
+        return {"version": self.version, "kind": self.kind, "actions": self.action_labels,
+                "n_actions": self.n_actions, "fields": self.fields, "needs_group": self.needs_group}
+
+    # ------------------------------------------------------------------ inputs
+    def features(self, rows) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(x float32 [n, d], group codes [n] or None)`` from a DataFrame, a mapping or a list of mappings."""
+        if self.encoder is None:
+            raise ValueError("this policy file has no feature names or encoder: pass feature arrays to policy.policy")
+        group = None
+        if isinstance(rows, Mapping):
+            rows = [rows]
+        if self.needs_group:
+            group = self._group_codes(rows)
+            if not isinstance(rows, pd.DataFrame):
+                rows = [{k: v for k, v in r.items() if k != self.group_field} if isinstance(r, Mapping) else r
+                        for r in rows]
+        return self.encoder.transform(rows), group
+
+    def _group_codes(self, rows) -> np.ndarray:
+        name = self.group_field
+        if isinstance(rows, pd.DataFrame):
+            if name not in rows.columns:
+                raise FeatureError("missing column (this policy embeds the cohort)", field=name)
+            values = rows[name].tolist()
+        else:
+            values = []
+            for i, r in enumerate(rows):
+                if not isinstance(r, Mapping) or name not in r:
+                    raise FeatureError("missing field (this policy embeds the cohort)", field=name, row=i)
+                values.append(r[name])
+        labels = self.group_labels
+        codes = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            if labels is not None:
+                if str(v) not in labels:
+                    raise FeatureError(f"unknown cohort {v!r}; known: {labels}", field=name, row=i)
+                codes[i] = labels.index(str(v))
+            else:
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < self.policy.torso.n_groups:
+                    raise FeatureError(f"expected a cohort code 0..{self.policy.torso.n_groups - 1}, got {v!r}", field=name, row=i)
+                codes[i] = int(v)
+        return codes
+
+    # ------------------------------------------------------------------ distributions
+    @torch.no_grad()
+    def _dist(self, rows):
+        x, group = self.features(rows)
+        g = None if group is None else torch.as_tensor(group)
+        return self.policy(torch.as_tensor(x), g), x, g
+
+    def probabilities(self, rows) -> np.ndarray:
+        """``float64 [n, A]``: π(a | x) of a categorical policy."""
+        self._need_categorical()
+        dist, _, _ = self._dist(rows)
+        return dist.log_probs.exp().double().numpy()
+
+    def served_probabilities(self, rows=None, *, epsilon: float = 0.05, mode: str = "sample",
+                             probabilities: np.ndarray | None = None) -> np.ndarray:
+        """``float64 [n, A]``: q = (1 − ε)·π + ε / A, with π one-hot at its argmax when ``mode="greedy"``."""
+        self._need_categorical()
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        if mode not in ("sample", "greedy"):
+            raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")
+        pi = self.probabilities(rows) if probabilities is None else np.asarray(probabilities, dtype=np.float64)
+        if mode == "greedy":
+            one_hot = np.zeros_like(pi)
+            one_hot[np.arange(len(pi)), pi.argmax(1)] = 1.0
+            pi = one_hot
+        return (1.0 - epsilon) * pi + epsilon / pi.shape[1]
+
+    def decide(self, rows, *, epsilon: float = 0.05, mode: str = "sample", seed: int = 0,
+               row_index: Sequence[int] | np.ndarray | None = None,
+               uniforms: np.ndarray | None = None) -> Decisions:
+        """One decision per row with its propensity (see the module docstring for the draw)."""
+        if isinstance(rows, Mapping):
+            rows = [rows]
+        n = len(rows)
+        index = np.arange(n) if row_index is None else np.asarray(row_index)
+        if len(index) != n:
+            raise ValueError(f"row_index has {len(index)} entries for {n} rows")
+        if self.kind != "categorical":
+            return self._decide_continuous(rows, seed, index)
+        q = self.served_probabilities(rows, epsilon=epsilon, mode=mode)
+        u = row_uniforms(seed, index) if uniforms is None else np.asarray(uniforms, dtype=np.float64)
+        if u.shape != (n,) or np.any((u < 0) | (u >= 1)):
+            raise ValueError("uniforms must be n numbers in [0, 1)")
+        cdf = np.cumsum(q, axis=1)
+        cdf[:, -1] = np.inf  # rounding: the last action catches u close to 1
+        actions = (cdf > u[:, None]).argmax(1)
+        return Decisions(actions=actions.astype(np.int64), propensities=q[np.arange(n), actions],
+                         probabilities=q, labels=[self.action_labels[a] for a in actions])
+
+    @torch.no_grad()
+    def _decide_continuous(self, rows, seed: int, index: np.ndarray) -> Decisions:
+        x, group = self.features(rows)
+        obs = torch.as_tensor(x)
+        g = None if group is None else torch.as_tensor(group)
+        raw = self.policy.out(self.policy.torso(obs, g))
+        seeds = row_seeds(seed, index)
+        actions, logp = [], []
+        with torch.random.fork_rng(devices=[]):
+            for i in range(len(obs)):
+                torch.manual_seed(int(seeds[i] >> np.uint64(1)))
+                a, lp = self.policy.head(raw[i : i + 1]).sample(1)
+                actions.append(a[0, 0].double().numpy())
+                logp.append(float(lp[0, 0]))
+        actions_arr = np.stack(actions) if actions else np.zeros((0,))
+        log_density = np.asarray(logp, dtype=np.float64)
+        return Decisions(actions=actions_arr, propensities=np.exp(log_density), log_density=log_density)
+
+    def _need_categorical(self) -> None:
+        if self.kind != "categorical":
+            raise ValueError(f"this is a {self.kind} policy (continuous actions): use decide(), which reports densities")
+
+    def __repr__(self) -> str:
+        return f"DeployedPolicy(version={self.version!r}, kind={self.kind!r}, actions={self.action_labels})"
