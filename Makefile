@@ -3,17 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+STAMP_ALL := $(VENV)/.installed-all
 PIP_FLAGS ?= -q
-EXTRAS ?= test
+EXTRAS ?= test,serve
+# every extra the test suite exercises (make test, CI): the service, TRL (llm) and Ray
+TEST_EXTRAS ?= test,serve,llm,ray
 
-.PHONY: install demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion clean
+.PHONY: install install-all test-fast demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
+$(STAMP_ALL): $(STAMP)
+	$(BIN)/pip install $(PIP_FLAGS) -c constraints.txt -e '.[$(TEST_EXTRAS)]'
+	touch $(STAMP_ALL)
+
 install: $(STAMP)
+
+## every optional extra (serve, llm, ray): what make test needs
+install-all: $(STAMP_ALL)
 
 ## make demo: the marketing example end to end (train, baselines, oracle, pilot, report, DuckDB store)
 demo: $(STAMP)
@@ -29,9 +39,13 @@ demo-fusion: $(STAMP)
 	rm -rf runs/demo-fusion
 	$(BIN)/grpokit fusion run examples/fusion.toml --out runs/demo-fusion
 
-## make test: the whole test suite (CPU, about a few minutes on 2 cores)
-test: $(STAMP)
+## make test: the whole test suite with every extra installed (CPU; what CI runs)
+test: $(STAMP_ALL)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+## make test-fast: for local edits: skips the slow, Ray and language-model tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not ray and not llm"
 
 bench: bench-throughput bench-preferences
 

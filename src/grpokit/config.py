@@ -7,11 +7,23 @@ errors that name the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from grpokit.scenarios.registry import SCENARIO_CONFIGS
 
@@ -34,34 +46,80 @@ class ConfigError(ValueError):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, v: Any, info: ValidationInfo) -> Any:
+        """No NaN or inf anywhere in a config (also inside lists and tables), no true/false for a number."""
+        ann = cls.model_fields[info.field_name].annotation
+        if isinstance(v, dict) and any(isinstance(a, type) and issubclass(a, BaseModel)
+                                       for a in (ann, *get_args(ann))):
+            return v  # a section: its own fields check themselves
+        if _has_non_finite(v):
+            raise ValueError(f"must be finite (no NaN or inf), got {v!r}")
+        if isinstance(v, bool) and (ann is float or float in get_args(ann)):
+            raise ValueError(f"must be a number, got {v!r}")
+        return v
+
+
+def _has_non_finite(v: Any) -> bool:
+    if isinstance(v, float):
+        return v != v or v in (float("inf"), float("-inf"))
+    if isinstance(v, (list, tuple)):
+        return any(_has_non_finite(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_non_finite(x) for x in v.values())
+    return False
+
+
+def _real(v: Any) -> Any:
+    """A finite real number (an int or a float): no booleans, no text, no NaN/inf, nothing that overflows."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"must be a number, got {type(v).__name__} {v!r}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise ValueError(f"{v} is too large to be a number here") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, got {v!r}")
+    return f
+
+
+#: an integer given as an integer (``true`` or ``1e1`` are refused, not coerced)
+Int = Annotated[int, Strict()]
+#: a finite float (ints are accepted; booleans, text, NaN and inf are refused)
+Real = Annotated[float, BeforeValidator(_real)]
+#: a seed: an integer every random generator takes (torch, numpy)
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)]
+Bool = Annotated[bool, Strict()]
+
 
 class AdvantageConfig(_Strict):
     """How rewards ``[B, G]`` become advantages (see :mod:`grpokit.grpo.advantages`)."""
 
     name: Literal["grpo", "dr_grpo", "rank", "pgrpo"] = "grpo"
     scale: Literal["group", "batch", "none"] = "group"
-    eps: float = Field(1e-6, gt=0)
-    min_history: int = Field(32, ge=2)
-    decay: float = Field(1.0, gt=0, le=1)
+    eps: Real = Field(1e-6, gt=0)
+    min_history: Int = Field(32, ge=2)
+    decay: Real = Field(1.0, gt=0, le=1)
 
 
 class GRPOConfig(_Strict):
     """Everything the trainer needs (TRL-style: one config object, every default documented)."""
 
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"  #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(256, ge=1)  #: B contexts per step
-    group_size: int = Field(4, ge=2)  #: G sampled actions per context
-    lr: float = Field(3e-3, gt=0)
-    num_iterations: int = Field(1, ge=1)  #: optimizer passes over each sampled batch
-    clip_low: float = Field(0.2, ge=0, lt=1)
-    clip_high: float = Field(0.2, ge=0)
-    beta: float = Field(0.0, ge=0)  #: KL weight to the frozen reference; 0 loads no reference
-    ent_coef: float = 0.0
-    max_grad_norm: float = Field(1.0, gt=0)
+    steps: Int = Field(300, ge=1)
+    batch_size: Int = Field(256, ge=1)  #: B contexts per step
+    group_size: Int = Field(4, ge=2)  #: G sampled actions per context
+    lr: Real = Field(3e-3, gt=0, le=1)  #: Adam step size (above 1 is never meant)
+    num_iterations: Int = Field(1, ge=1)  #: optimizer passes over each sampled batch
+    clip_low: Real = Field(0.2, ge=0, lt=1)
+    clip_high: Real = Field(0.2, ge=0, le=10)
+    beta: Real = Field(0.0, ge=0)  #: KL weight to the frozen reference; 0 loads no reference
+    ent_coef: Real = 0.0
+    max_grad_norm: Real = Field(1.0, gt=0)
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
-    reward_weights: dict[str, float] = Field(default_factory=dict)  #: per named reward component
+    reward_weights: dict[str, Real] = Field(default_factory=dict)  #: per named reward component
     reward_combine: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
     budget: float | None = Field(None, gt=0)  #: allowed expected spend per decision (Lagrange-constrained)
     budget_lr: float = Field(0.5, gt=0)  #: dual step: λ ← max(0, λ + budget_lr · (spend − budget) / budget)
@@ -72,19 +130,19 @@ class GRPOConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "auto" and not (v == "cpu" or v == "cuda" or v.startswith("cuda:") or v == "mps"):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        if v not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:[0-9]+", v):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N (N a GPU index), got {v!r}")
         return v
 
 
 class PolicyConfig(_Strict):
     """The policy network; the head defaults to the scenario's action type."""
 
-    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    hidden: list[Int] = Field(default_factory=lambda: [64, 64], min_length=1)  #: at least one layer
     activation: Literal["tanh", "relu", "gelu", "silu"] = "tanh"
-    group_embedding_dim: int = Field(0, ge=0)
+    group_embedding_dim: Int = Field(0, ge=0)
     head: Literal["categorical", "dirichlet", "beta", "gaussian_softmax"] | None = None
-    head_params: dict[str, float | int | None] = Field(default_factory=dict)
+    head_params: dict[str, Int | Real | None] = Field(default_factory=dict)
 
     @field_validator("hidden")
     @classmethod
@@ -97,43 +155,43 @@ class PolicyConfig(_Strict):
 class EvaluationConfig(_Strict):
     """How ``grpokit run`` evaluates the trained policy (ignored by ``grpokit train``)."""
 
-    seed: int = 0
+    seed: Seed = 0
     #: "simulation": GRPO trains on batch simulations; "logs": on the simulated A/B log only (outcome
     #: model + GRPO), and values are also estimated off-policy (DR, with CIs) on a held-out log
     train_on: Literal["simulation", "logs"] = "simulation"
-    eval_size: int = Field(20000, ge=100)  #: evaluation population (true values)
-    log_size: int = Field(20000, ge=100)  #: simulated A/B log the learned baselines are fitted on
+    eval_size: Int = Field(20000, ge=100)  #: evaluation population (true values)
+    log_size: Int = Field(20000, ge=100)  #: simulated A/B log the learned baselines are fitted on
     log_policy: Literal["uniform", "targeting"] = "uniform"
     baselines: list[Literal["random", "best_single", "propensity", "t_learner", "x_learner"]] = Field(
         default_factory=lambda: ["random", "best_single", "propensity", "t_learner", "x_learner"]
     )
-    compare_ignore_spillover: bool = True  #: also train the same method with spillover switched off
-    pilot: bool = True  #: cluster-randomized pilot (whole cohorts on the new or the current policy)
-    pilot_size: int = Field(20000, ge=100)
+    compare_ignore_spillover: Bool = True  #: also train the same method with spillover switched off
+    pilot: Bool = True  #: cluster-randomized pilot (whole cohorts on the new or the current policy)
+    pilot_size: Int = Field(20000, ge=100)
     current_policy: str = "best_single"  #: the pilot's control arm: a baseline name
-    tree_depth: int = Field(3, ge=1, le=8)  #: depth of the explanation tree
+    tree_depth: Int = Field(3, ge=1, le=8)  #: depth of the explanation tree
 
 
 class FusionConfig(_Strict):
     """How ``grpokit fusion run`` builds GRADE, its baselines and ablations (ignored elsewhere)."""
 
-    seed: int = 0
-    log_requests: int = Field(3000, ge=10)  #: production-ranker log for stage 1 and the offline auction
-    eval_size: int = Field(5000, ge=100)  #: fresh requests for the true metrics
-    tune_requests: int = Field(3000, ge=100)  #: requests the static weights are tuned on
+    seed: Seed = 0
+    log_requests: Int = Field(3000, ge=10)  #: production-ranker log for stage 1 and the offline auction
+    eval_size: Int = Field(5000, ge=100)  #: fresh requests for the true metrics
+    tune_requests: Int = Field(3000, ge=100)  #: requests the static weights are tuned on
     tune_method: Literal["random", "cma"] = "cma"
-    tune_budget: int = Field(300, ge=10)  #: objective evaluations per black-box search
-    pretrain_steps: int = Field(200, ge=0)  #: stage 1 (LambdaLoss) steps
-    pretrain_lr: float = Field(0.01, gt=0)
-    pretrain_sigma: float = Field(10.0, gt=0)
+    tune_budget: Int = Field(300, ge=10)  #: objective evaluations per black-box search
+    pretrain_steps: Int = Field(200, ge=0)  #: stage 1 (LambdaLoss) steps
+    pretrain_lr: Real = Field(0.01, gt=0, le=10)
+    pretrain_sigma: Real = Field(10.0, gt=0)
     ablations: list[Literal["gaussian_softmax", "fixed_concentration", "posterior_only", "prior_only", "no_stage1"]] = Field(
         default_factory=lambda: ["gaussian_softmax", "fixed_concentration", "posterior_only", "prior_only", "no_stage1"]
     )
-    oracle: bool = True  #: also evaluate the per-request oracle weights (slow on large eval sets)
+    oracle: Bool = True  #: also evaluate the per-request oracle weights (slow on large eval sets)
     #: choose the composite reward's prior weight from these values by held-out feedback
     #: (grpokit.ranking.composite.select_prior_weight); empty = use grpo.reward_weights.prior as given
-    prior_weight_grid: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list)
-    holdout_requests: int = Field(20000, ge=100)  #: held-out requests that score each prior weight
+    prior_weight_grid: list[Annotated[Real, Field(ge=0)]] = Field(default_factory=list)
+    holdout_requests: Int = Field(20000, ge=100)  #: held-out requests that score each prior weight
     #: ``policy``: train GRADE once per grid value and keep the best on held-out feedback (the static
     #: baselines keep their own choice); ``static``: use the prior weight chosen for the static weights
     prior_weight_select: Literal["policy", "static"] = "policy"
@@ -166,8 +224,75 @@ def _format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{loc}: {e['msg']}{shown}")
+    @model_validator(mode="after")
+    def _names(self) -> "RunConfig":
+        """``policy.head_params`` and ``grpo.reward_weights`` may only name what exists (a typo is an error)."""
+        kind = self.policy.head or _SCENARIO_HEADS.get(self.scenario.name)
+        if kind is not None and self.policy.head_params:
+            known = _head_params(kind)
+            unknown = sorted(set(self.policy.head_params) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"policy.head_params: unknown parameter{'s' if len(unknown) > 1 else ''} {unknown} for the "
+                    f"{kind} head; it takes {sorted(known)}"
+                )
+        components = _reward_components(self.scenario, self.grpo)
+        if components is not None and self.grpo.reward_weights:
+            unknown = sorted(set(self.grpo.reward_weights) - set(components))
+            if unknown:
+                have = (f"its reward components are {sorted(components)}" if components else
+                        "its reward is a single number (no named components), so weights would be ignored")
+                raise ValueError(
+                    f"grpo.reward_weights: unknown component{'s' if len(unknown) > 1 else ''} {unknown} for "
+                    f"scenario {self.scenario.name!r}; {have}"
+                )
+        return self
+
+
+#: the head each scenario's actions need when ``policy.head`` is not set
+_SCENARIO_HEADS = {"preferences": "categorical", "marketing": "categorical", "pricing": "beta",
+                   "allocation": "dirichlet", "search": "dirichlet", "logged_ranking": "dirichlet"}
+#: head parameters the scenario itself supplies (from its action_spec)
+_SCENARIO_SUPPLIED = {"n_actions", "n_components", "low", "high"}
+
+
+def _head_params(kind: str) -> list[str]:
+    """The keyword parameters a head of this kind takes, less those the scenario supplies."""
+    import inspect
+
+    from grpokit.policy.heads import BetaHead, CategoricalHead, DirichletHead, GaussianSoftmaxHead
+
+    cls = {"categorical": CategoricalHead, "dirichlet": DirichletHead, "beta": BetaHead,
+           "gaussian_softmax": GaussianSoftmaxHead}[kind]
+    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    supplied = _SCENARIO_SUPPLIED if kind != "beta" else set()  # a Beta head's low/high may be narrowed
+    return [p for p in names if p not in supplied]
+
+
+def _reward_components(scenario: BaseModel, grpo: "GRPOConfig") -> list[str] | None:
+    """The named reward components of a scenario ([] for a single-number reward), or None when unknown."""
+    name = getattr(scenario, "name", None)
+    if name in ("preferences", "pricing"):
+        names: list[str] = []
+    elif name == "marketing":
+        names = list(getattr(scenario, "reward_components", []))
+    elif name == "allocation":
+        names = ["revenue", "target_penalty"] if getattr(scenario, "reward_components", False) else []
+    elif name in ("search", "logged_ranking"):
+        names = ["posterior", "prior", "rules"]
+    else:
+        return None
+    if grpo.budget is not None:  # the trainer adds the Lagrangian penalty as its own component
+        names = (names or ["reward"]) + ["budget_penalty"]
+    return names
+
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("int_type", "int_from_float"):
+            msg = "must be an integer, written as one (like 10; not 1e1, 10.0, true or text)"
+        elif e["type"] == "bool_type":
+            msg = "must be true or false"
+        shown = "" if isinstance(value, dict) or repr(value) in msg else f" (got {value!r})"
+        lines.append(f"{loc}: {msg}{shown}" if loc else msg)
     return "; ".join(lines)
 
 
@@ -217,9 +342,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path} is not a text (UTF-8) TOML file: byte {err.object[err.start]:#04x} at offset {err.start} "
+                "cannot be read; give a TOML run file saved as UTF-8"
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give a TOML run file")
     data.setdefault("scenario", {"name": "preferences"})
     return build_config(apply_overrides(data, overrides or []))
 

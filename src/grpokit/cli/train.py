@@ -125,10 +125,10 @@ def _print_summary(summary: dict) -> None:
     for g in groups:
         table.add_column(g, justify="right")
     for name, block in summary["policies"].items():
-        table.add_row(name, f"{block['value']:.4f}", *[f"{block['per_group'][g]:.4f}" for g in groups])
+        table.add_row(name, _num(block["value"]), *[_num(block["per_group"].get(g)) for g in groups])
     if "oracle" in summary:
         o = summary["oracle"]
-        table.add_row("oracle", f"{o['value']:.4f}", *[f"{o['per_group'][g]:.4f}" for g in groups])
+        table.add_row("oracle", _num(o["value"]), *[_num(o["per_group"].get(g)) for g in groups])
     console.print(table)
 
 
@@ -138,6 +138,15 @@ def demo(
     seeds: int = typer.Option(3, "--seeds", min=1),
 ) -> None:
     """The preference scenario end to end: every advantage estimator, same seeds, a per-group table."""
+    empty = [g for g in groups if summary["oracle"]["per_group"].get(g) is None]
+    if empty:
+        console.print(f"[yellow]note:[/] no evaluation context fell in group(s) {empty}: raise grpo.eval_size "
+                      "to measure them")
+
+
+def _num(v) -> str:
+    """A value for a table cell: 4 decimals, or '-' where there is none (an empty group)."""
+    return "-" if v is None else f"{v:.4f}"
     from grpokit.bench.preferences import METHODS, run_preferences
     from grpokit.config import config_to_toml, load_config
 
