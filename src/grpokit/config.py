@@ -218,12 +218,6 @@ class RunConfig(_Strict):
             raise ValueError(f"unknown scenario {name!r}; choose one of {sorted(SCENARIO_CONFIGS)}")
         return SCENARIO_CONFIGS[name](**v)
 
-
-def _format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        value = e.get("input")
     @model_validator(mode="after")
     def _names(self) -> "RunConfig":
         """``policy.head_params`` and ``grpo.reward_weights`` may only name what exists (a typo is an error)."""
@@ -286,6 +280,12 @@ def _reward_components(scenario: BaseModel, grpo: "GRPOConfig") -> list[str] | N
         names = (names or ["reward"]) + ["budget_penalty"]
     return names
 
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        value = e.get("input")
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] in ("int_type", "int_from_float"):
             msg = "must be an integer, written as one (like 10; not 1e1, 10.0, true or text)"
@@ -339,6 +339,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give a TOML run file")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
@@ -352,8 +354,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from None
-        if path.is_dir():
-            raise ConfigError(f"config file {path} is a folder; give a TOML run file")
     data.setdefault("scenario", {"name": "preferences"})
     return build_config(apply_overrides(data, overrides or []))
 

@@ -130,14 +130,6 @@ def _print_summary(summary: dict) -> None:
         o = summary["oracle"]
         table.add_row("oracle", _num(o["value"]), *[_num(o["per_group"].get(g)) for g in groups])
     console.print(table)
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes its results"),
-    seeds: int = typer.Option(3, "--seeds", min=1),
-) -> None:
-    """The preference scenario end to end: every advantage estimator, same seeds, a per-group table."""
     empty = [g for g in groups if summary["oracle"]["per_group"].get(g) is None]
     if empty:
         console.print(f"[yellow]note:[/] no evaluation context fell in group(s) {empty}: raise grpo.eval_size "
@@ -147,6 +139,14 @@ def demo(
 def _num(v) -> str:
     """A value for a table cell: 4 decimals, or '-' where there is none (an empty group)."""
     return "-" if v is None else f"{v:.4f}"
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes its results"),
+    seeds: int = typer.Option(3, "--seeds", min=1),
+) -> None:
+    """The preference scenario end to end: every advantage estimator, same seeds, a per-group table."""
     from grpokit.bench.preferences import METHODS, run_preferences
     from grpokit.config import config_to_toml, load_config
 
