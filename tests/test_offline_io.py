@@ -299,11 +299,16 @@ def test_text_mixed_into_numeric_feature(tmp_path):
     check(e.value, "x1", 3, 103, "1.5")
 
 
-def test_non_numeric_feature_column_says_to_encode_it():
+def test_text_feature_column_is_categorical_and_a_missing_label_is_named():
+    # text features are kept as labels (the policy's FeatureEncoder one-hot encodes them), not refused
     df = plain_df().assign(color=["red", "blue"] * 4)
+    log = validate_log(df, LogSchema(features=["x1", "color"]))
+    assert log.feature_names == ["x1"] and log.categorical["color"].tolist() == ["red", "blue"] * 4
+    assert log.feature_columns == ["x1", "color"] and log.kind_of("color") == "category"
+    df.loc[2, "color"] = None
     with pytest.raises(LogValidationError) as e:
         validate_log(df, LogSchema(features=["x1", "color"]))
-    assert "encode" in check(e.value, "color", 0, 100, "red")
+    check(e.value, "color", 2, 102, float("nan"))
 
 
 def test_duplicate_decision_ids_name_both_rows():

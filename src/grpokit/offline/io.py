@@ -240,15 +240,24 @@ def validate_log(df: pd.DataFrame, schema: LogSchema | None = None) -> LoggedDec
     if doubled:
         raise LogValidationError(f"column {doubled[0]!r} appears more than once")
 
-    roles, feature_names, ignored = _resolve(df, schema)
+    roles, feature_names, ignored, column_roles = _resolve(df, schema)
     n = len(df)
     ids = _decision_ids(df, roles["decision_id"])
     rows = _Rows(ids)
 
+    from grpokit.offline import roles as _roles
+
+    all_features = list(feature_names)
+    kinds = {r.column: r.kind for r in column_roles if r.role == "feature"}
+    categorical = {c: _roles.category_values(df[c], c, rows) for c in all_features if kinds.get(c) == "category"}
+    feature_names = [c for c in all_features if c not in categorical]
     features = np.zeros((n, len(feature_names)), dtype=np.float64)
     for j, col in enumerate(feature_names):
-        features[:, j] = _floats(df[col], col, rows, "feature",
-                                 hint="encode it as numbers (one-hot or integer codes) or leave it out of features")
+        s = df[col]
+        if kinds.get(col) == "datetime":  # named in features on purpose: days since 1970-01-01
+            s = pd.Series(_timestamps(s, col, rows)).astype("datetime64[us]").astype(np.int64) / 86_400e6
+        features[:, j] = _floats(s, col, rows, "feature",
+                                 hint="give numbers, booleans or text labels, or leave it out of features")
 
     action, n_actions = _actions(df[schema.action], schema.action, rows, schema)
 
@@ -274,11 +283,11 @@ def validate_log(df: pd.DataFrame, schema: LogSchema | None = None) -> LoggedDec
     if roles["timestamp"] is not None:
         timestamp = _timestamps(df[roles["timestamp"]], roles["timestamp"], rows)
 
-    taken = set(feature_names) | set(schema.outcomes) | {v for v in roles.values() if v is not None}
+    taken = set(all_features) | set(schema.outcomes) | {v for v in roles.values() if v is not None}
     id_name = roles["decision_id"] or _free_name("decision_id", taken)
     resolved = LogSchema(
         decision_id=id_name,
-        features=list(feature_names),
+        features=all_features,
         group=roles["group"],
         action=schema.action,
         reward=roles["reward"],
@@ -289,6 +298,7 @@ def validate_log(df: pd.DataFrame, schema: LogSchema | None = None) -> LoggedDec
         n_actions=n_actions,
         actions=None if schema.actions is None else list(schema.actions),
         groups=group_labels,
+        reward_unit=schema.reward_unit,
     )
     return LoggedDecisions(
         decision_id=ids,
@@ -306,6 +316,9 @@ def validate_log(df: pd.DataFrame, schema: LogSchema | None = None) -> LoggedDec
         action_labels=None if schema.actions is None else list(schema.actions),
         schema=resolved,
         ignored_columns=ignored,
+        categorical=categorical,
+        feature_kinds={c: ("bool" if kinds.get(c) == "bool" else "number") for c in feature_names},
+        roles=[r.to_dict() for r in column_roles],
     )
 
 
@@ -316,8 +329,8 @@ def _free_name(base: str, taken: set[str]) -> str:
     return name
 
 
-def _resolve(df: pd.DataFrame, schema: LogSchema) -> tuple[dict[str, str | None], list[str], list[str]]:
-    """Which column plays which role; missing columns are one error listing them all."""
+def _resolve(df: pd.DataFrame, schema: LogSchema) -> tuple[dict[str, str | None], list[str], list[str], list]:
+    """Which column plays which role (+ every column's ColumnRole); missing columns are one error listing them all."""
     cols = list(df.columns)
     present = set(cols)
     explicit = schema.model_fields_set
@@ -356,15 +369,16 @@ def _resolve(df: pd.DataFrame, schema: LogSchema) -> tuple[dict[str, str | None]
             column=missing[0][0],
         )
 
+    from grpokit.offline.roles import infer_roles
+
+    inferred = infer_roles(df, schema, roles)
     if schema.features is not None:
-        return roles, list(schema.features), []
-    assigned = {v for v in roles.values() if v is not None} | set(schema.outcomes) | {schema.action, schema.pscore}
-    features, ignored = [], []
-    for c in cols:
-        if c in assigned:
-            continue
-        (ignored if _all_non_numeric(df[c]) else features).append(c)
-    return roles, features, ignored
+        return roles, list(schema.features), [r.column for r in inferred if r.role == "ignored"], inferred
+    features = [r.column for r in inferred if r.role == "feature"]
+    left_out = {"ignored", "id", "outcome", "timestamp"}
+    assigned = {v for v in roles.values() if v is not None}
+    ignored = [r.column for r in inferred if r.role in left_out and r.column not in assigned]
+    return roles, features, ignored, inferred
 
 
 def _parses(text: str) -> bool:

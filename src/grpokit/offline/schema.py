@@ -11,13 +11,15 @@ role            default column      type and meaning
 ==============  ==================  =========================================================================
 decision_id     ``decision_id``     unique id of the decision (int or str). Optional: when the column is
                                     absent the ids 0..n-1 are generated. Duplicates are an error.
-features        every column not    numeric context features the policy sees (int, float, bool), read as
-                otherwise assigned  float64 ``[n, d]``; NaN/inf are errors. By default every column that no
-                (numeric only)      other role takes and that is numeric; text or datetime columns are then
-                                    left out (listed in ``LoggedDecisions.ignored_columns``). A column that
-                                    mixes numbers and text is an error. Columns named explicitly in
-                                    ``features`` must be numeric: encode categories yourself (one-hot or
-                                    integer codes) before reading.
+features        every column not    context features the policy sees: numbers and booleans, read as float64
+                otherwise assigned  ``[n, d]`` (``features``/``feature_names``), and text labels
+                and not suspect     (``categorical``: name -> str ``[n]``, one-hot encoded by the policy's
+                                    FeatureEncoder). By default every column that no other role takes,
+                                    except outcome-like and id-like columns, timestamps and constants
+                                    (:func:`grpokit.offline.roles.infer_roles` says why, in
+                                    ``LoggedDecisions.roles``; those are in ``ignored_columns``). NaN/inf
+                                    and a column mixing numbers and text are errors. A datetime column
+                                    named in ``features`` is read as days since 1970-01-01.
 group           ``group``           optional cohort / segment (any labels: int or str). Stored as int codes
                                     0..k-1 into ``group_labels`` (sorted labels, or the order of ``groups``).
 action          ``action``          required. The logged action: int codes 0..n_actions-1, or labels listed
@@ -34,7 +36,8 @@ timestamp       ``timestamp``       optional time of the decision: datetimes (te
                                     ``datetime64[us]``, time zones converted to UTC) or numbers (epochs).
 ==============  ==================  =========================================================================
 
-Plus ``n_actions`` (optional: ``len(actions)`` when labels are given, else max action + 1) and
+Plus ``reward_unit`` (optional words for the reward in reports, e.g. ``"EUR profit per customer"``),
+``n_actions`` (optional: ``len(actions)`` when labels are given, else max action + 1) and
 ``actions`` (optional list of action labels, code ``i`` is ``actions[i]``) and ``groups`` (optional
 list of group labels fixing the code order).
 
@@ -86,6 +89,7 @@ class LogSchema(BaseModel):
     n_actions: int | None = Field(None, ge=1)
     actions: list[Label] | None = None  #: action labels; code i is actions[i]
     groups: list[Label] | None = None  #: group labels; code i is groups[i]
+    reward_unit: str | None = None  #: the reward in words for reports, e.g. "EUR profit per customer"
 
     OPTIONAL_ROLES: ClassVar[tuple[str, ...]] = ("decision_id", "group", "reward", "position", "timestamp")
 
@@ -116,6 +120,8 @@ class LogSchema(BaseModel):
         named += [("outcomes", c) for c in self.outcomes]
         named += [("features", c) for c in (self.features or [])]
         for role, col in named:
+            if role == "features" and owners.get(col) == "group":
+                continue  # the group column may also be a feature
             if col in owners and owners[col] != role:
                 raise ValueError(f"column {col!r} is given two roles: {owners[col]} and {role}")
             owners[col] = role
@@ -159,7 +165,10 @@ class LoggedDecisions:
     timestamp: np.ndarray | None = None
     action_labels: list | None = None
     schema: LogSchema = field(default_factory=LogSchema)
-    ignored_columns: list[str] = field(default_factory=list)  #: non-numeric columns left out of features
+    ignored_columns: list[str] = field(default_factory=list)  #: columns left out of the features (see roles)
+    categorical: dict[str, np.ndarray] = field(default_factory=dict)  #: text features: name -> str labels [n]
+    feature_kinds: dict[str, str] = field(default_factory=dict)  #: feature -> "number" | "bool" | "category"
+    roles: list[dict] = field(default_factory=list)  #: every input column's role, kind and reason
 
     def __post_init__(self) -> None:
         n = len(self.action)
@@ -171,6 +180,7 @@ class LoggedDecisions:
         arrays.update({k: v for k, v in [("reward", self.reward), ("group", self.group),
                                          ("position", self.position), ("timestamp", self.timestamp)] if v is not None})
         arrays.update({f"outcomes[{k!r}]": v for k, v in self.outcomes.items()})
+        arrays.update({f"categorical[{k!r}]": v for k, v in self.categorical.items()})
         for name, arr in arrays.items():
             if len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} rows but action has {n}")
@@ -186,10 +196,39 @@ class LoggedDecisions:
     def n_features(self) -> int:
         return self.features.shape[1]
 
+    @property
+    def feature_columns(self) -> list[str]:
+        """Every feature column (numeric, boolean and categorical) in the schema's order."""
+        listed = self.schema.features
+        every = [*self.feature_names, *self.categorical]
+        if listed is not None and sorted(listed) == sorted(every):
+            return list(listed)
+        return every
+
+    def kind_of(self, name: str) -> str:
+        """``number``, ``bool`` or ``category``: how the policy's encoder treats feature ``name``."""
+        if name in self.categorical:
+            return "category"
+        return self.feature_kinds.get(name, "number")
+
+    def feature_frame(self) -> pd.DataFrame:
+        """The raw features as named columns: numbers (float64), booleans (bool), categories (str)."""
+        cols: dict[str, Any] = {}
+        for name in self.feature_columns:
+            if name in self.categorical:
+                cols[name] = self.categorical[name]
+            else:
+                j = self.feature_names.index(name)
+                x = self.features[:, j]
+                cols[name] = x.astype(bool) if self.kind_of(name) == "bool" else x
+        return pd.DataFrame(cols)
+
     def __repr__(self) -> str:
         parts = [f"n={len(self)}", f"d={self.n_features}", f"n_actions={self.n_actions}"]
         if self.reward is not None:
             parts.append("reward")
+        if self.categorical:
+            parts.append(f"categorical={list(self.categorical)}")
         if self.outcomes:
             parts.append(f"outcomes={list(self.outcomes)}")
         if self.group is not None:
@@ -206,7 +245,9 @@ class LoggedDecisions:
         if self.group is not None:
             cols[s.group or "group"] = _label_column(self.group_labels, self.group)
         for j, name in enumerate(self.feature_names):
-            cols[name] = self.features[:, j]
+            cols[name] = self.features[:, j].astype(bool) if self.kind_of(name) == "bool" else self.features[:, j]
+        for name, labels in self.categorical.items():
+            cols[name] = labels
         if self.action_labels is not None:
             cols[s.action] = _label_column(self.action_labels, self.action)
         else:
@@ -250,6 +291,9 @@ class LoggedDecisions:
             action_labels=None if self.action_labels is None else list(self.action_labels),
             schema=self.schema,
             ignored_columns=list(self.ignored_columns),
+            categorical={k: v[idx] for k, v in self.categorical.items()},
+            feature_kinds=dict(self.feature_kinds),
+            roles=list(self.roles),
         )
 
 
