@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from grpokit.cli import train, offline, score  # noqa: F401,I001  (top-level commands register on import)
+from grpokit.cli import sweep  # noqa: F401,I001  (grpokit sweep registers on import)
 from grpokit.cli._common import app
 from grpokit.cli.bench import bench_app
 from grpokit.cli.config import config_app
