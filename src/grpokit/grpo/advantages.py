@@ -25,6 +25,7 @@ __all__ = [
     "RankAdvantage",
     "PGRPOAdvantage",
     "make_advantage",
+    "merge_moments",
     "ADVANTAGES",
 ]
 
@@ -119,6 +120,18 @@ class RankAdvantage(_Stateless):
         return adv, {"frac_zero_std": zero.float().mean()}
 
 
+def merge_moments(n_a: Tensor, mean_a: Tensor, m2_a: Tensor, n_b: Tensor, mean_b: Tensor, m2_b: Tensor):
+    """Chan et al.'s parallel merge of two sets' (count, mean, M2), elementwise per group:
+    n = n_a + n_b, δ = mean_b − mean_a, mean = mean_a + δ n_b / n, M2 = M2_a + M2_b + δ² n_a n_b / n
+    (groups with n_b = 0 keep a's mean and M2). Used by P-GRPO's history and to merge workers' batches."""
+    n_new = n_a + n_b
+    delta = mean_b - mean_a
+    safe = n_new.clamp_min(1e-300)
+    mean = torch.where(n_b > 0, mean_a + delta * n_b / safe, mean_a)
+    m2 = torch.where(n_b > 0, m2_a + m2_b + delta**2 * n_a * n_b / safe, m2_a)
+    return n_new, mean, m2
+
+
 class PGRPOAdvantage:
     """P-GRPO (arXiv 2603.10009): normalize against each preference group's reward history.
 
@@ -164,21 +177,24 @@ class PGRPOAdvantage:
         """σ_p = sqrt(M2_p / n_p) (population std of the weighted history); 0 where n_p = 0."""
         return torch.where(self.count > 0, (self.m2 / self.count.clamp_min(1e-300)).sqrt(), torch.zeros_like(self.m2))
 
-    def update(self, rewards: Tensor, group_ids: Tensor) -> None:
-        """Merge a batch into the history: Chan et al.'s parallel update per group."""
+    def batch_moments(self, rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per group p of one batch: (n_p, mean_p, M2_p) of its rewards (float64, ``[n_groups]`` each)."""
         r = rewards.detach().to(self.mean.dtype)
         g = group_ids.to(self.mean.device).long()
         n_b = torch.zeros_like(self.count).index_add_(0, g, torch.full_like(r[:, 0], r.shape[1]))
         sum_b = torch.zeros_like(self.mean).index_add_(0, g, r.sum(1))
         mean_b = torch.where(n_b > 0, sum_b / n_b.clamp_min(1), torch.zeros_like(sum_b))
         m2_b = torch.zeros_like(self.m2).index_add_(0, g, ((r - mean_b[g].unsqueeze(1)) ** 2).sum(1))
-        n_old, m2_old = self.count * self.decay, self.m2 * self.decay
-        n_new = n_old + n_b
-        delta = mean_b - self.mean
-        safe = n_new.clamp_min(1e-300)
-        self.mean = torch.where(n_b > 0, self.mean + delta * n_b / safe, self.mean)
-        self.m2 = torch.where(n_b > 0, m2_old + m2_b + delta**2 * n_old * n_b / safe, m2_old)
-        self.count = n_new
+        return n_b, mean_b, m2_b
+
+    def merge(self, n_b: Tensor, mean_b: Tensor, m2_b: Tensor) -> None:
+        """Merge a batch's moments into the (decayed) history: n ← γn + n_b, then :func:`merge_moments`."""
+        self.count, self.mean, self.m2 = merge_moments(self.count * self.decay, self.mean, self.m2 * self.decay,
+                                                       n_b, mean_b, m2_b)
+
+    def update(self, rewards: Tensor, group_ids: Tensor) -> None:
+        """Merge a batch into the history: Chan et al.'s parallel update per group."""
+        self.merge(*self.batch_moments(rewards, group_ids))
 
     # -- estimator --------------------------------------------------------------------------
 
