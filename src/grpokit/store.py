@@ -19,6 +19,9 @@ another file (``":memory:"`` for a throwaway store). Inside it:
   created_at   TIMESTAMP  when it was imported (UTC)
   ===========  =========  ====================================================================
 
+* ``dataset_roles``: every column of the imported input (also those left out of the table) with
+  its role, kind, reason and warning flag (:func:`grpokit.offline.roles.infer_roles`), one row per
+  column: ``name`` (the dataset), ``position``, ``column_name``, ``role``, ``kind``, ``reason``, ``warning``;
 * ``runs``: ``run_id``, ``kind`` (e.g. ``"train"``, ``"evaluate"``), ``config`` and ``summary``
   (JSON) and ``created_at`` (UTC), one row per :meth:`Store.record_run`.
 
@@ -50,12 +53,15 @@ __all__ = ["DEFAULT_STORE", "Store", "StoreError"]
 
 DEFAULT_STORE = "grpokit.duckdb"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED = ("datasets", "runs")
+_RESERVED = ("datasets", "runs", "dataset_roles")
 
 _CREATE = (
     """CREATE TABLE IF NOT EXISTS datasets (
         name VARCHAR NOT NULL, n_rows BIGINT NOT NULL, n_actions INTEGER NOT NULL,
         columns VARCHAR NOT NULL, schema VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS dataset_roles (
+        name VARCHAR NOT NULL, position INTEGER NOT NULL, column_name VARCHAR NOT NULL, role VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL, reason VARCHAR NOT NULL, warning BOOLEAN NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS runs (
         run_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, config VARCHAR NOT NULL,
         summary VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL)""",
@@ -196,6 +202,7 @@ class Store:
                 if old is not None:
                     c.execute(f"DROP TABLE {_quote(old)}")
                     c.execute("DELETE FROM datasets WHERE name = ?", [old])
+                    c.execute("DELETE FROM dataset_roles WHERE name = ?", [old])
                 c.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM {_quote(view)}")
                 self._after_table_write(name)
                 columns = [{"name": r[0], "type": r[1]} for r in c.execute(f"DESCRIBE {_quote(name)}").fetchall()]
@@ -203,6 +210,10 @@ class Store:
                     "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
                     [name, len(log), log.n_actions, json.dumps(columns), log.schema.model_dump_json(), _now()],
                 )
+                if log.roles:
+                    c.executemany("INSERT INTO dataset_roles VALUES (?, ?, ?, ?, ?, ?, ?)", [
+                        [name, i, r["column"], r["role"], r["kind"], r["reason"], bool(r["warning"])]
+                        for i, r in enumerate(log.roles)])
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
@@ -219,6 +230,16 @@ class Store:
         df["columns"] = [json.loads(v) for v in df["columns"]]
         df["schema"] = [json.loads(v) for v in df["schema"]]
         return df
+
+    def dataset_roles(self, name: str) -> pd.DataFrame:
+        """The role of every column of dataset ``name`` at import: column, role, kind, reason, warning."""
+        self._check_name(name)
+        stored = self._catalog_name(name)
+        if stored is None:
+            raise StoreError(f"no dataset {name!r} in the store {str(self.path)!r}")
+        return self.con.execute(
+            "SELECT column_name AS column, role, kind, reason, warning FROM dataset_roles WHERE name = ? ORDER BY position",
+            [stored]).df()
 
     def load_log(self, name: str) -> LoggedDecisions:
         """A stored dataset, validated again against the schema it was imported with."""
