@@ -1,0 +1,346 @@
+"""The durable decision log: a write-ahead log of segment files, group-committed, flushed into DuckDB.
+
+Guarantee: a record (decision, reward, activation) is acknowledged only after the bytes of its
+line are written to the current segment file and ``fsync``'d (``fdatasync``), so an acknowledged
+record survives a crash of the process or the machine (as far as the disk honours fsync). Every
+record waiting while one fsync runs goes into the next one together (group commit; optionally
+after ``group_commit_ms`` of extra gathering), so one fsync serves many requests.
+
+A flusher thread, every ``flush_interval_s``: closes the current segment (a new one takes the
+writes), reads every closed segment, inserts its records into the store's tables in one DuckDB
+transaction (``INSERT OR IGNORE`` on the primary keys: event_id, reward_id), records the segment in
+``serve_segments``, commits, and only then deletes the segment files. On start,
+:meth:`DecisionLog.recover` does the same for every segment left by a previous process, before
+any new request: nothing acknowledged is lost (it is in a segment or already in DuckDB) and
+nothing is inserted twice (the primary keys ignore a segment replayed after a crash between the
+commit and the file's deletion). A torn last line (a crash in the middle of a write, never
+acknowledged) is dropped.
+
+Segment files: ``<wal_dir>/seg-<seq>.wal``, one JSON object per line: ``{"k": "d"|"r"|"a", ...}``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from grpokit.serve.tables import DECISION_COLUMNS, REWARD_COLUMNS, StoreBusy, connect
+
+__all__ = ["DecisionLog", "read_segment"]
+
+log = logging.getLogger("grpokit.serve")
+_STOP = object()
+_DECISION_NAMES = [n for n, _ in DECISION_COLUMNS]
+_REWARD_NAMES = [n for n, _ in REWARD_COLUMNS]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync(fd: int) -> None:
+    (os.fdatasync if hasattr(os, "fdatasync") else os.fsync)(fd)
+
+
+def read_segment(path: Path) -> tuple[list[dict], bool]:
+    """The records of one segment file and whether its last line was torn (and dropped)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    torn = False
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        torn = True  # no newline at the end: the last write did not complete
+        lines.pop()
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.error("segment %s line %d is not valid JSON; skipped", path, i + 1)
+    return out, torn
+
+
+def _epoch_to_ts(values) -> pd.Series:
+    return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s")
+
+
+def _frame(records: list[dict], names: list[str], ts_cols: tuple[str, ...], seq_col: str | None) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(records)
+    for n in names:
+        if n not in df.columns:
+            df[n] = None
+    for c in ts_cols:
+        df[c] = _epoch_to_ts(df[c])
+    return df[names]
+
+
+class DecisionLog:
+    """Write-ahead log + DuckDB flusher for one store file (see the module docstring for the guarantee)."""
+
+    def __init__(self, store: str | Path, wal_dir: str | Path, *, group_commit_ms: float = 1.0, fsync: bool = True,
+                 flush_interval_s: float = 1.0, segment_max_bytes: int = 64 << 20, lock_timeout_s: float = 10.0,
+                 on_flush: Callable | None = None) -> None:
+        self.store = Path(store)
+        self.wal_dir = Path(wal_dir)
+        self.group_commit_s = group_commit_ms / 1000.0
+        self.fsync = fsync
+        self.flush_interval_s = flush_interval_s
+        self.segment_max_bytes = segment_max_bytes
+        self.lock_timeout_s = lock_timeout_s
+        self.on_flush = on_flush
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._fd_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._fd: int | None = None
+        self._seq = 0
+        self._size = 0
+        self._writer: threading.Thread | None = None
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.submitted = 0  #: records submitted (written by the submitting thread only)
+        self.written = 0  #: records through the writer, acknowledged or failed (writer thread only)
+        self.acked = 0  #: records acknowledged (fsync'd) by this process (writer thread only)
+        self.flushed = 0  #: records moved into DuckDB by this process (flusher only; replay included)
+        self.replayed = 0  #: records moved into DuckDB by :meth:`recover`
+        self.last_flush_error: str | None = None
+        self.last_flush_at: float | None = None
+        self.wal_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ segments
+
+    def _segments(self) -> list[tuple[int, Path]]:
+        out = []
+        for p in self.wal_dir.glob("seg-*.wal"):
+            try:
+                out.append((int(p.stem.split("-", 1)[1]), p))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def _open_segment(self) -> None:
+        self._seq += 1
+        path = self.wal_dir / f"seg-{self._seq:012d}.wal"
+        self._fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(self.wal_dir)
+        self._size = 0
+
+    def _rotate(self) -> None:
+        """Close the current segment if it holds anything (caller holds ``_fd_lock``)."""
+        if self._fd is not None and self._size > 0:
+            os.close(self._fd)
+            self._open_segment()
+
+    # ------------------------------------------------------------------ recovery and flushing
+
+    def recover(self) -> dict:
+        """Move every segment left on disk into DuckDB (call before :meth:`start`); returns counts."""
+        segs = self._segments()
+        info = self._flush_segments(segs) if segs else {"segments": 0, "records": 0, "inserted": 0, "torn": 0}
+        self.replayed += info["records"]
+        self.flushed -= info["records"]
+        remaining = self._segments()
+        self._seq = max([s for s, _ in remaining] + [s for s, _ in segs] + [0])
+        return info
+
+    def _flush_segments(self, segs: list[tuple[int, Path]]) -> dict:
+        decisions, rewards, activations, seg_rows = [], [], [], []
+        torn = 0
+        for seq, path in segs:
+            records, was_torn = read_segment(path)
+            torn += was_torn
+            for r in records:
+                k = r.pop("k", None)
+                if k == "d":
+                    r["wal_segment"] = seq
+                    decisions.append(r)
+                elif k == "r":
+                    rewards.append(r)
+                elif k == "a":
+                    activations.append(r)
+            seg_rows.append((seq, len(records)))
+        n_records = len(decisions) + len(rewards) + len(activations)
+        con = connect(self.store, self.lock_timeout_s)
+        try:
+            before = self._counts(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if decisions:
+                    df = _frame(decisions, _DECISION_NAMES, ("ts",), "wal_segment").drop_duplicates("event_id")
+                    con.register("__serve_d", df)
+                    con.execute(f"INSERT OR IGNORE INTO decisions ({', '.join(_DECISION_NAMES)}) "
+                                f"SELECT {', '.join(_DECISION_NAMES)} FROM __serve_d")
+                    con.unregister("__serve_d")
+                if rewards:
+                    df = _frame(rewards, _REWARD_NAMES, ("received_at",), None).drop_duplicates("reward_id")
+                    con.register("__serve_r", df)
+                    con.execute(f"INSERT OR IGNORE INTO rewards ({', '.join(_REWARD_NAMES)}) "
+                                f"SELECT {', '.join(_REWARD_NAMES)} FROM __serve_r")
+                    con.unregister("__serve_r")
+                if activations:
+                    df = pd.DataFrame.from_records(activations)[["event_id", "activated_at"]]
+                    df["activated_at"] = _epoch_to_ts(df["activated_at"])
+                    df = df.drop_duplicates("event_id")
+                    con.register("__serve_a", df)
+                    con.execute("INSERT OR IGNORE INTO activations SELECT event_id, activated_at FROM __serve_a")
+                    con.unregister("__serve_a")
+                now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+                for seq, n in seg_rows:
+                    con.execute("INSERT INTO serve_segments VALUES (?, ?, ?)", [seq, n, now])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            after = self._counts(con)
+        finally:
+            con.close()
+        for _, path in segs:
+            path.unlink(missing_ok=True)
+        _fsync_dir(self.wal_dir)
+        self.flushed += n_records
+        return {"segments": len(segs), "records": n_records, "inserted": after - before, "torn": torn}
+
+    @staticmethod
+    def _counts(con) -> int:
+        return sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("decisions", "rewards", "activations"))
+
+    def flush(self) -> dict:
+        """Close the current segment and move every closed one into DuckDB now; then run ``on_flush``."""
+        with self._flush_lock:
+            with self._fd_lock:
+                self._rotate()
+                current = self._seq
+            segs = [(s, p) for s, p in self._segments() if s < current]
+            info = {"segments": 0, "records": 0, "inserted": 0, "torn": 0}
+            try:
+                if segs:
+                    info = self._flush_segments(segs)
+                if self.on_flush is not None:
+                    con = connect(self.store, self.lock_timeout_s)
+                    try:
+                        self.on_flush(con)
+                    finally:
+                        con.close()
+                self.last_flush_error = None
+                self.last_flush_at = time.time()
+            except StoreBusy as err:
+                self.last_flush_error = str(err)
+                log.warning("flush postponed: %s", err)
+            except Exception as err:  # noqa: BLE001 - the segments stay on disk; retried next cycle
+                self.last_flush_error = f"{type(err).__name__}: {err}"
+                log.exception("flush failed; the segments stay on disk and are retried")
+            return info
+
+    # ------------------------------------------------------------------ threads
+
+    def start(self) -> None:
+        with self._fd_lock:
+            if self._fd is None:
+                self._open_segment()
+        self._writer = threading.Thread(target=self._write_loop, name="grpokit-wal-writer", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="grpokit-wal-flusher", daemon=True)
+        self._writer.start()
+        self._flusher.start()
+
+    def submit(self, records: list[dict]) -> cf.Future:
+        """Queue ``records`` (dicts with a ``"k"`` key); the future completes once they are fsync'd."""
+        fut: cf.Future = cf.Future()
+        data = b"".join(json.dumps(r, separators=(",", ":"), allow_nan=False).encode() + b"\n" for r in records)
+        self.submitted += len(records)
+        self._q.put((data, len(records), fut))
+        return fut
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            if self.group_commit_s > 0:
+                time.sleep(self.group_commit_s)
+            stop = False
+            while True:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            data = b"".join(b[0] for b in batch)
+            n = sum(b[1] for b in batch)
+            try:
+                with self._fd_lock:
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(self._fd, view)
+                        view = view[written:]
+                    if self.fsync:
+                        _sync(self._fd)
+                    self._size += len(data)
+                    if self._size >= self.segment_max_bytes:
+                        self._rotate()
+                err = None
+            except OSError as e:  # disk full, I/O error: refuse to acknowledge
+                err = e
+            self.written += n
+            for _, _, fut in batch:
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err)
+            if err is None:
+                self.acked += n
+            if stop:
+                return
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            self.flush()
+
+    def stop(self) -> None:
+        """Acknowledge what is queued, then move everything into DuckDB (a clean shutdown leaves no segment)."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        if self._writer is not None:
+            self._q.put(_STOP)
+            self._writer.join()
+        self.flush()
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        # the empty current segment
+        for _, p in self._segments():
+            if p.stat().st_size == 0:
+                p.unlink(missing_ok=True)
+
+    @property
+    def queued(self) -> int:
+        """Records submitted and not yet through the writer."""
+        return self.submitted - self.written
+
+    @property
+    def unflushed(self) -> int:
+        """Records acknowledged by this process and not yet in DuckDB."""
+        return max(0, self.acked - self.flushed)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
