@@ -12,7 +12,9 @@ from grpokit.cli.config import config_app
 from grpokit.cli.data import data_app
 from grpokit.cli.fusion import fusion_app
 from grpokit.cli.obd import obd_app
+from grpokit.cli.policy import policy_app
 from grpokit.cli.scenario import scenario_app
+from grpokit.cli.serve import serve_app
 
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
@@ -20,6 +22,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(fusion_app, name="fusion")
 app.add_typer(obd_app, name="obd")
+app.add_typer(serve_app, name="serve")
+app.add_typer(policy_app, name="policy")
 
 __all__ = ["app", "main"]
 

@@ -128,6 +128,7 @@ class ServeState:
         self.policy_error: str | None = None
         self.started_at = time.time()
         self.recovered: dict = {}
+        self.started = False
         c = config.log
         self.log = DecisionLog(self.store, config.wal_dir, group_commit_ms=c.group_commit_ms, fsync=c.fsync,
                                flush_interval_s=c.flush_interval_s, segment_max_bytes=c.segment_max_bytes,
@@ -136,6 +137,10 @@ class ServeState:
 
     # ------------------------------------------------------------------ start and stop
     def startup(self) -> None:
+        """Open the store, register/promote ``policy_path``, load the policies, replay the write-ahead
+        segments left by a previous process, build the event index, start the log threads."""
+        if self.started:
+            return
         try:
             con = connect(self.store, self.config.log.store_lock_timeout_s)
         except Exception as err:  # noqa: BLE001
@@ -160,6 +165,7 @@ class ServeState:
                         self.recovered["records"], self.recovered["segments"], self.store)
         self._load_index()
         self.log.start()
+        self.started = True
 
     def shutdown(self) -> None:
         self.log.stop()
