@@ -16,7 +16,7 @@ from grpokit.cli._common import (
     console,
 )
 
-bench_app = typer.Typer(help="Benchmarks: throughput and the preference-group comparison.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: throughput, the preference-group comparison, the LLM persona benchmark.", no_args_is_help=True)
 
 
 def _preferences_table(result: dict, title: str) -> Table:
@@ -99,4 +99,64 @@ def bench_throughput(
             f"{r['minimal_loop']['decisions_per_second']:,.0f}/s",
         )
     console.print(table)
+    console.print(f"written to [bold]{json_out}[/]")
+
+
+def _llm_table(result: dict, title: str) -> Table:
+    names = [p["name"] for p in result["personas"]]
+    table = Table(title=title, caption="per persona: final pass rate / steps to 90 % of 1.0 (- never); quality: held-out NLL")
+    table.add_column("method")
+    for p in result["personas"]:
+        table.add_column(f"{p['name']} {p['share'] * 100:g}%", justify="right")
+    table.add_column("NLL", justify="right")
+    for name, block in result["methods"].items():
+        row = [name]
+        for g in names:
+            pg = block["per_group"][g]
+            s = "-" if pg["steps_to_90"] is None else f"{pg['steps_to_90']:g}"
+            row.append(f"{pg['final_reward']:.2f} / {s}")
+        row.append(f"{block['heldout_nll']:.2f}")
+        table.add_row(*row)
+    table.add_row("supervised", *[f"{result['sft']['pass_rate'][g]:.2f}" for g in names], f"{result['sft']['heldout_nll']:.2f}")
+    return table
+
+
+@bench_app.command("llm-preferences")
+def bench_llm_preferences(
+    json_out: Path = typer.Option(..., "--json", help="Where to write the results (one block per method)"),
+    quick: bool = typer.Option(False, "--quick", help="Fewer RL steps (a few minutes per seed on a CPU)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Number of seeds (0..N-1), the same for every method"),
+    methods: str = typer.Option(
+        "grpo,grpo_batch,dr_grpo,pgrpo,pgrpo_random_labels,pgrpo_discovered", "--methods", help="Comma-separated methods"
+    ),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="RL steps per run (overrides --quick's)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="RL learning rate"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default 1)"),
+) -> None:
+    """Seven personas, tiny LM, TRL: GRPO vs Dr. GRPO vs P-GRPO (true, random, discovered groups). Needs the llm extra."""
+    try:
+        from grpokit.llm import require_llm_extra
+
+        require_llm_extra()
+    except ImportError as err:
+        _fail(str(err))
+    from grpokit.llm.benchmark import METHODS, QUICK, LLMBenchConfig, run_llm_preferences, with_overrides
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        _fail(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    cfg = with_overrides(QUICK if quick else LLMBenchConfig(), steps=steps, learning_rate=lr, threads=threads)
+    try:
+        with console.status("training...") as status:
+            result = run_llm_preferences(
+                chosen,
+                list(range(seeds)),
+                cfg,
+                on_result=lambda m, s, r: status.update(f"{m} seed {s}: mean pass rate {sum(r['final'].values()) / 7:.3f}"),
+            )
+    except ValueError as err:
+        _fail(str(err))
+    _write_json(json_out, result)
+    console.print(_llm_table(result, f"persona benchmark, {seeds} seeds, {cfg.steps} steps"))
     console.print(f"written to [bold]{json_out}[/]")
