@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grpokit.atomic import atomic_write_text, check_writable
 from grpokit.config import RunConfig, config_to_toml, load_config
 from grpokit.grpo.trainer import GRPOTrainer
 from grpokit.policy.heads import make_head
@@ -72,13 +73,26 @@ def run_training(
         saved = out / "config.toml"
         if not saved.is_file():
             raise FileNotFoundError(f"cannot resume: {saved} does not exist")
-    elif (out / "checkpoint.pt").exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+        if not (out / "checkpoint.pt").is_file():
+            raise FileNotFoundError(
+                f"cannot resume: {out / 'checkpoint.pt'} does not exist (the run stopped before its first "
+                "checkpoint); start it again in a new --out, or delete the folder"
+            )
+    else:
+        held = [n for n in _RUN_FILES if (out / n).exists()]
+        if held:
+            raise FileExistsError(
+                f"{out} already holds a run ({', '.join(held)}); pass --resume to continue it or choose another --out"
+            )
+    check_writable(out, "the run folder (--out)")  # fail before any work, not at the first checkpoint
     trainer = build_trainer(config, out, progress)
     if resume:
         trainer.resume()
     else:
-        (out / "config.toml").write_text(config_to_toml(config))
-        (out / "metrics.jsonl").write_text("")
+        atomic_write_text(out / "config.toml", config_to_toml(config))
+        atomic_write_text(out / "metrics.jsonl", "")
     return trainer.train()
+
+
+#: the files a run directory holds (any of them means --out is taken)
+_RUN_FILES = ("checkpoint.pt", "config.toml", "metrics.jsonl", "summary.json")

@@ -17,6 +17,7 @@ from grpokit.cli._common import (
     _write_json,
     app,
     console,
+    err_console,
 )
 from grpokit.cli.bench import _preferences_table
 
@@ -30,7 +31,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar"),
 ) -> None:
     """Train a policy with GRPO from a config file into a run directory."""
-    from grpokit.grpo.trainer import NonFiniteError
+    from grpokit.grpo.trainer import NonFiniteError, TrainingInterrupted
     from grpokit.runner import run_training
 
     if resume:
@@ -46,10 +47,18 @@ def train(
         cfg = _load(config, set_)
     try:
         summary = run_training(cfg, out, resume=resume, progress=progress)
+    except TrainingInterrupted as stop:
+        err_console.print(
+            f"[bold yellow]interrupted[/] after step {stop.step}: checkpoint saved at {stop.path}; "
+            f"continue with: grpokit train --out {_shell_quote(out)} --resume"
+        )
+        raise typer.Exit(130)
     except NonFiniteError as err:
         _fail(str(err), code=1)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
+    except OSError as err:  # a read-only or full disk: say which file
+        _fail(_os_message(err, out))
     _print_summary(summary)
     console.print(f"results in [bold]{out}[/]: config.toml, metrics.jsonl, summary.json, checkpoint.pt")
 
@@ -73,6 +82,19 @@ def run(
     _record(store, "run", str(out), cfg.model_dump(mode="json"), {k: v for k, v in summary.items() if k != "assignment"})
     _print_business(summary)
     console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}; run recorded in {store}")
+
+
+def _shell_quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _os_message(err: OSError, out: Path) -> str:
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    what = err.strerror or str(err)
+    hint = "free some space" if getattr(err, "errno", None) == 28 else "choose a folder you can write to"
+    return f"cannot write the run in {out}{where}: {what}; {hint} (the last checkpoint, if any, is kept)"
 
 
 def _print_business(summary: dict) -> None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
 
-from grpokit.atomic import atomic_write_text
+from grpokit.atomic import atomic_write, atomic_write_json, atomic_write_text
 from grpokit.config import GRPOConfig
 from grpokit.evaluation.values import evaluate_policy, oracle_values, steps_to_fraction
 from grpokit.grpo.advantages import make_advantage
@@ -25,13 +27,50 @@ from grpokit.grpo.objective import grpo_loss
 from grpokit.policy.network import Policy
 from grpokit.scenarios.base import Contexts, Scenario
 
-__all__ = ["GRPOTrainer", "NonFiniteError", "resolve_device"]
+__all__ = ["CheckpointError", "GRPOTrainer", "NonFiniteError", "TrainingInterrupted", "resolve_device"]
 
 RewardFn = Callable[[Contexts, Tensor], "Tensor | Mapping[str, Tensor]"]
 
 
 class NonFiniteError(RuntimeError):
     """The loss or the gradients became NaN/inf; the optimizer step was not taken."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or metrics file that cannot be resumed from; the message names the file and why."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during :meth:`GRPOTrainer.train`: the finished steps were checkpointed at ``path``."""
+
+    def __init__(self, step: int, path: Path | None):
+        super().__init__(f"interrupted after step {step}" + (f"; checkpoint at {path}" if path else ""))
+        self.step = step
+        self.path = path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's state dict, loaded with ``weights_only=True`` (tensors and plain data only).
+
+    Raises :class:`CheckpointError` naming the file for a truncated, garbage or foreign file."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file (pickle, zip, EOF, ...)
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a grpokit checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); it cannot be resumed: start a new run "
+            "in another --out"
+        ) from None
+    missing = [k for k in ("step", "policy", "optimizer", "advantage", "torch_rng", "generator")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a grpokit training checkpoint: it lacks {missing}")
+    return state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,9 +83,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class GRPOTrainer:
@@ -158,7 +195,8 @@ class GRPOTrainer:
             weights = self.config.reward_weights
             unknown = set(weights) - set(rewards)
             if unknown:
-                raise ValueError(f"reward_weights name unknown components {sorted(unknown)}; have {sorted(rewards)}")
+                raise ValueError(f"grpo.reward_weights names unknown components {sorted(unknown)}; "
+                                 f"the reward's components are {sorted(rewards)}")
             for name, r in rewards.items():
                 metrics[f"reward/{name}"] = r.mean()
             total = sum(weights.get(name, 1.0) * r for name, r in rewards.items())
@@ -170,6 +208,12 @@ class GRPOTrainer:
                     metrics.update({f"{k}/{name}": v for k, v in m.items()})
                 return adv, total, metrics
         else:
+            if self.config.reward_weights:
+                raise ValueError(
+                    f"grpo.reward_weights names {sorted(self.config.reward_weights)}, but the reward is a single "
+                    "number per decision (no named components), so the weights would be ignored; remove them "
+                    "or return a dict of named components from the reward"
+                )
             total = rewards
         adv, m = self._estimator("total")(total, contexts.group)
         metrics.update(m)
@@ -258,7 +302,10 @@ class GRPOTrainer:
             return ""
         path = self.out_dir / "checkpoint.pt"
         if path.exists():
-            step = torch.load(path, map_location="cpu", weights_only=False)["step"]
+            try:
+                step = load_checkpoint(path)["step"]
+            except CheckpointError:
+                return f"; the checkpoint at {path} cannot be read"
             return f"; the last good checkpoint is kept at {path} (step {step})"
         return "; no checkpoint had been written yet"
 
@@ -278,10 +325,25 @@ class GRPOTrainer:
         """Run until ``config.steps`` (or ``steps`` more); writes metrics and checkpoints; returns the summary."""
         c = self.config
         end = c.steps if steps is None else self.step + steps
+        if self.out_dir is not None and self.step >= end and self.step > 0 and steps is None:
+            done = self._finished_summary()
+            if done is not None:  # a finished run resumed again: nothing to do, its summary stands
+                return done
         metrics_file = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            metrics_file = open(self.out_dir / "metrics.jsonl", "a")
+            # line-buffered: every finished step is on disk (in the OS) before the next starts, so a
+            # kill -9 loses at most the step in progress, never rows before the last checkpoint
+            metrics_file = open(self.out_dir / "metrics.jsonl", "a", buffering=1, encoding="utf-8")
+        interrupted: list[int] = []
+        previous_handler = None
+        if self.out_dir is not None and threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):  # finish the step, checkpoint, then stop (twice: stop now)
+                if interrupted:
+                    raise KeyboardInterrupt
+                interrupted.append(signum)
+
+            previous_handler = signal.signal(signal.SIGINT, on_sigint)
         progress = None
         if self.progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -312,7 +374,11 @@ class GRPOTrainer:
                     progress.update(task, completed=self.step, reward=row["reward_mean"])
                 if self.out_dir is not None and (self.step % c.checkpoint_every == 0 or self.step == end):
                     self.save_checkpoint()
+                if interrupted and self.step < end:
+                    raise TrainingInterrupted(self.step, self.save_checkpoint())
         finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
             if progress is not None:
                 progress.stop()
             if metrics_file is not None:
@@ -320,8 +386,17 @@ class GRPOTrainer:
         elapsed = time.perf_counter() - start_time
         summary = self.summary(elapsed=elapsed, steps_run=self.step - start_step)
         if self.out_dir is not None:
-            atomic_write_text(self.out_dir / self.summary_file, json.dumps(summary, indent=2))
+            atomic_write_json(self.out_dir / self.summary_file, summary)
         return summary
+
+    def _finished_summary(self) -> dict | None:
+        """The summary a finished run already wrote (None when there is none to keep)."""
+        path = self.out_dir / self.summary_file
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) and summary.get("steps") == self.step else None
 
     @staticmethod
     def _eval_metrics(result: dict | None) -> dict[str, float]:
@@ -421,9 +496,52 @@ class GRPOTrainer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        self.load_state_dict(state)
+        state = load_checkpoint(path)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+            first = str(err).strip().splitlines()
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run (it was written for another policy, scenario or "
+                f"config): {first[-1].strip() if first else type(err).__name__}"
+            ) from None
         if self.out_dir is not None and (self.out_dir / "metrics.jsonl").exists():
-            lines = (self.out_dir / "metrics.jsonl").read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= self.step]
-            atomic_write_text(self.out_dir / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
+            kept = self._metrics_up_to(self.out_dir / "metrics.jsonl", self.step)
+            atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+            if kept:
+                self._last_metrics = kept[-1]
+
+    @staticmethod
+    def _metrics_up_to(path: Path, step: int) -> list[dict]:
+        """The rows of ``metrics.jsonl`` up to ``step``; a torn last line (a crash mid-write) is dropped
+        when it lies after the checkpoint. Any other unreadable line is an error naming it."""
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"cannot read {path}: {err}") from None
+        rows: list[dict] = []
+        last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+        for i, ln in enumerate(lines):
+            if not ln.strip():
+                continue
+            try:
+                row = json.loads(ln)
+                ok = isinstance(row, dict) and isinstance(row.get("step"), int)
+            except ValueError:
+                ok = False
+            if not ok:
+                if i == last and (rows[-1]["step"] if rows else -1) >= step:
+                    break  # a partial row written after the checkpoint: the resumed run writes it again
+                raise CheckpointError(
+                    f"{path}, line {i + 1}: not a metrics row ({ln[:60]!r}); the metrics up to the "
+                    f"checkpoint's step {step} must be readable to resume: repair or delete that line"
+                )
+            if row["step"] <= step:
+                rows.append(row)
+        have = [r["step"] for r in rows]
+        missing = sorted(set(range(have[0], step + 1)) - set(have)) if have else []
+        if missing:
+            warnings.warn(f"{path} lacks the rows of steps {missing[:10]}{'...' if len(missing) > 10 else ''} "
+                          "(written before grpokit kept every row); the resumed metrics will have that gap",
+                          stacklevel=3)
+        return rows
