@@ -83,7 +83,7 @@ def list_(store: Path = StoreOpt, as_json: bool = typer.Option(False, "--json", 
 
     df = _with_store(store, versions.list_versions)
     if as_json:
-        console.print(json.dumps(json.loads(df.to_json(orient="records", date_format="iso"))))
+        typer.echo(json.dumps(json.loads(df.to_json(orient="records", date_format="iso"))))
         return
     table = Table(title=f"policy versions in {store}")
     for col in ("version", "kind", "actions", "registered", "role", "note"):

@@ -93,4 +93,4 @@ def export(
         from grpokit.atomic import atomic_write_json
 
         atomic_write_json(json_out, info)
-    console.print(json.dumps({k: v for k, v in info.items() if k != "features"}, default=str))
+    typer.echo(json.dumps({k: v for k, v in info.items() if k != "features"}, default=str))
