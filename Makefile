@@ -9,7 +9,7 @@ EXTRAS ?= test,serve
 # every extra the test suite exercises (make test, CI): the service, TRL (llm) and Ray
 TEST_EXTRAS ?= test,serve,llm,ray
 
-.PHONY: install install-all test-fast demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion clean
+.PHONY: install install-all test-fast demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion bench-llm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-fusion: $(STAMP)
 	for s in 0 1 2 3 4; do rm -rf runs/bench/fusion_s$$s; \
 	  $(BIN)/grpokit fusion run examples/fusion.toml --out runs/bench/fusion_s$$s --set fusion.seed=$$s --set grpo.seed=$$s --no-progress || exit 1; done
 	$(BIN)/python benchmarks/fusion_table.py runs/bench/fusion_s0 runs/bench/fusion_s1 runs/bench/fusion_s2 runs/bench/fusion_s3 runs/bench/fusion_s4
+
+## P-GRPO for language models: the persona benchmark on TRL (--quick, 3 seeds; ~20-30 min on 2 shared cores)
+bench-llm: $(STAMP_ALL)
+	$(BIN)/grpokit bench llm-preferences --json runs/bench/llm_preferences.json --quick --seeds 3
+	$(BIN)/python benchmarks/llm_overhead.py --steps 30 --repeats 4 --json runs/bench/llm_overhead.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
