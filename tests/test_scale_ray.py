@@ -67,3 +67,21 @@ def test_rollouts_ray_equal_serial(ray_cluster, tmp_path):
     for mode in ("sample", "greedy"):
         serial = run_rollouts(config, state, [0, 1, 2], 400, mode=mode)
         assert run_rollouts(config, state, [0, 1, 2], 400, mode=mode, backend="ray") == serial
+
+
+def test_ray_train_two_gloo_workers_equal_one_worker(ray_cluster, tmp_path):
+    """TorchTrainer, 2 gloo workers on CPU vs the in-process run with the same global batch and chunks."""
+    from grpokit.config import load_config
+    from grpokit.scale.ddp import train_distributed
+
+    cfg = load_config(None, ["grpo.steps=5", "grpo.batch_size=32", "grpo.eval_size=128", "grpo.eval_every=5",
+                             "grpo.advantage.name=pgrpo", "grpo.advantage.min_history=8"])
+    one = train_distributed(cfg, num_workers=0)
+    two = train_distributed(cfg, num_workers=2, storage_path=str(tmp_path / "ray_train"))
+    w = two["summary"]["workers"]
+    assert w["num_workers"] == 2 and w["max_param_diff"] == 0.0 and w["max_stats_diff"] == 0.0
+    p1, p2 = one["state"]["policy"], two["state"]["policy"]
+    assert max(float((p1[k] - p2[k]).abs().max()) for k in p1) < 1e-5
+    s1, s2 = one["state"]["advantage"]["total"], two["state"]["advantage"]["total"]
+    assert torch.equal(s1["count"], s2["count"])
+    assert torch.allclose(s1["mean"], s2["mean"], rtol=1e-12, atol=1e-12)
