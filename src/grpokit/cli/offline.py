@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from grpokit.cli._common import (
@@ -14,47 +15,138 @@ from grpokit.cli._common import (
     StoreOption,
     _fail,
     _load,
-    _read_log,
     _record,
+    _schema,
     _write_json,
+    check_output,
     app,
     console,
 )
+from grpokit.cli.data import FeaturesOption, _schema_hint, _with_features, print_roles
+
+
+def _read(log: Optional[Path], dataset: Optional[str], store: Path, schema: Optional[Path],
+          features: Optional[str] = None, show_roles: bool = True):
+    """The log (a file with --schema/--features, or a stored dataset), its roles printed for a file."""
+    from grpokit.offline.io import read_log
+    from grpokit.store import Store
+
+    if (log is None) == (dataset is None):
+        _fail("give exactly one of --log FILE or --dataset NAME")
+    try:
+        if log is not None:
+            if not log.exists():
+                _fail(f"log file {log} does not exist")
+            data = read_log(log, _with_features(_schema(schema), features))
+            if show_roles:
+                print_roles(data.roles)
+            return data
+        if features is not None:
+            _fail("--features applies to --log FILE; a stored dataset keeps the features chosen at import")
+        if not store.exists():
+            _fail(f"store {store} does not exist: import a log first with 'grpokit data import'")
+        with Store(store, read_only=True) as st:
+            return st.load_log(dataset)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        _fail(_schema_hint(str(err)))
+
+
+def _stage_printer():
+    def stage(text: str) -> None:
+        console.print(f"[dim]…[/] {escape(text)}")
+
+    return stage
+
+
+def _writable(folder: Path, what: str) -> None:
+    from grpokit.atomic import check_writable
+
+    try:
+        check_writable(folder, f"the {what} folder")
+    except OSError as err:
+        _fail(err.strerror or str(err))
+
+
+def _ci(r: dict, fmt: str = ".4f") -> str:
+    return f"{r['value']:{fmt}} [{r['ci_low']:{fmt}}, {r['ci_high']:{fmt}}]"
 
 
 @app.command()
 def learn(
-    out: Path = typer.Option(..., "--out", help="Run directory: policy.pt, summary.json"),
+    out: Path = typer.Option(..., "--out", help="Run directory: policy.pt, summary.json, report.html"),
     log: Optional[Path] = typer.Option(None, "--log", help="A parquet/CSV log"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A dataset in the store"),
     store: Path = StoreOption,
     schema: Optional[Path] = SchemaOption,
+    features: Optional[str] = FeaturesOption,
     outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm or linear"),
+    holdout: float = typer.Option(0.3, "--holdout", help="Share of rows held out to judge the policy (0: none)"),
+    no_groups: bool = typer.Option(False, "--no-groups", help="Do not use the group column as P-GRPO preference groups"),
     set_: Optional[List[str]] = SetOption,
     seed: int = typer.Option(0, "--seed"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show stages and a training progress bar"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the policy an earlier learn left in --out"),
 ) -> None:
-    """Learn a policy from logged decisions (outcome model + GRPO) and save it."""
+    """Learn a policy from logged decisions (encoder + outcome model + GRPO), judge it on held-out rows."""
     from grpokit.offline.workflow import learn_from_log
 
     cfg = _load(None, [f"grpo.seed={seed}", 'grpo.device="cpu"', *(set_ or [])])
-    data = _read_log(log, dataset, store, schema)
+    if cfg.policy.head not in (None, "categorical"):
+        _fail(f"policy.head = {cfg.policy.head!r}: learn picks one of the log's discrete actions, so its policy "
+              "has a categorical head; remove --set policy.head")
+    if (out / "policy.pt").exists() and not overwrite:
+        _fail(f"{out} already holds a policy ({out / 'policy.pt'}); pass --overwrite to replace it, "
+              "or choose another --out")
+    _writable(out, "--out")
+    data = _read(log, dataset, store, schema, features)
     try:
-        summary = learn_from_log(data, out, outcome_model=outcome_model, config=cfg.grpo, policy_config=cfg.policy, seed=seed)
+        summary = learn_from_log(
+            data, out, outcome_model=outcome_model, config=cfg.grpo, policy_config=cfg.policy, seed=seed,
+            holdout=holdout, use_groups=not no_groups, progress=progress,
+            on_stage=_stage_printer() if progress else None,
+        )
     except ValueError as err:
         _fail(str(err))
     _write_json(out / "summary.json", summary)
-    _record(store, "learn", str(out), {"log": str(log or dataset), "grpo": cfg.grpo.model_dump(mode="json")}, summary)
-    console.print(
-        f"policy saved to [bold]{summary['policy_path']}[/]; outcome-model value of the policy "
-        f"{summary['model_value_of_policy']:.5f} vs logging {summary['model_value_of_logging']:.5f} "
-        "(in-sample model estimates: check them with 'grpokit evaluate' on held-out logs)"
-    )
+    _record(store, "learn", str(out), {"log": str(log or dataset), "grpo": cfg.grpo.model_dump(mode="json")},
+            {k: v for k, v in summary.items() if k not in ("roles", "explanation", "uplift_curve")})
+    unit = summary.get("reward_unit") or "per decision"
+    console.print(f"policy saved to [bold]{summary['policy_path']}[/] (advantage {summary['advantage']}"
+                  + (f", preference groups = {summary['preference_groups']}" if summary.get("preference_groups") else "")
+                  + ")")
+    deg = summary["degeneration"]
+    if deg["warning"]:
+        console.print(f"[bold yellow]warning:[/] {escape(deg['warning'])}")
+    hold = summary.get("holdout")
+    if hold:
+        level = int(round(100 * (1 - hold["alpha"])))
+        table = Table(title=f"held-out {hold['method']} values on {summary['n_holdout']:,} rows ({unit}, {level} % CIs)")
+        for col in ("policy", "value [CI]"):
+            table.add_column(col, justify="right")
+        table.add_row("learned policy", _ci(hold["learned"]))
+        table.add_row(escape(f"everyone {hold['best_single']['action']} (best single)"), _ci(hold["best_single"]))
+        table.add_row("logging policy", _ci(hold["logging"]))
+        table.add_row(escape(f"learned − everyone {hold['best_single']['action']}"), _ci(hold["learned_minus_best_single"]))
+        console.print(table)
+        colour = "green" if summary["verdict_line"].startswith("personalized") else "yellow"
+        console.print(f"[bold {colour}]{escape(summary['verdict_line'])}[/]")
+    else:
+        console.print(
+            f"outcome-model value of the policy {summary['model_value_of_policy']:.5f} vs logging "
+            f"{summary['model_value_of_logging']:.5f} (in-sample model estimates: check them with "
+            "'grpokit evaluate' on held-out logs)"
+        )
+    mix = ", ".join(f"{escape(a)} {100 * s:.1f} %" for a, s in summary["decision_mix"].items())
+    console.print(f"decision mix: {mix}")
+    if summary.get("report_path"):
+        console.print(f"report: [bold]{summary['report_path']}[/]")
 
 
 @app.command()
 def evaluate(
     policy: Path = typer.Option(..., "--policy", help="A policy.pt saved by 'grpokit learn'"),
-    json_out: Path = typer.Option(..., "--json", help="Where to write the verdict"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the verdict as JSON here"),
+    out: Optional[Path] = typer.Option(None, "--out", help="A folder for verdict.json and report.html"),
     log: Optional[Path] = typer.Option(None, "--log", help="A parquet/CSV log of the current policy"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A dataset in the store"),
     store: Path = StoreOption,
@@ -63,6 +155,8 @@ def evaluate(
     margin: float = typer.Option(0.0, "--margin", help="Promote only if the improvement's lower bound exceeds this"),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level"),
     outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm or linear (for dm, dr, sndr)"),
+    epsilon: float = typer.Option(0.0, "--epsilon", help="Score the served rule (1-eps)*pi + eps/A, as 'grpokit score --epsilon'"),
+    greedy: bool = typer.Option(False, "--greedy", help="Score the greedy rule (argmax), as 'grpokit score --mode greedy'"),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=10),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -72,24 +166,88 @@ def evaluate(
 
     if method not in ESTIMATORS:
         _fail(f"unknown method {method!r}; choose one of {list(ESTIMATORS)}")
-    data = _read_log(log, dataset, store, schema)
+    check_output(json_out)  # before the work: a verdict must not be lost to an unwritable path
+    if out is not None:
+        _writable(out, "--out")
+    if not 0.0 <= epsilon <= 1.0:
+        _fail(f"--epsilon must be in [0, 1], got {epsilon}")
+    features = None
+    if log is not None and policy.is_file():
+        features = _policy_fields(policy, schema)
+    data = _read(log, dataset, store, schema, features, show_roles=False)
+    console.print(f"[dim]…[/] scoring the policy on {len(data):,} logged decisions ({method}, "
+                  f"{n_bootstrap} bootstrap resamples)")
     try:
         result = evaluate_on_log(
             data, policy, method=method, margin=margin, alpha=alpha, outcome_model=outcome_model,
-            n_bootstrap=n_bootstrap, seed=seed,
+            n_bootstrap=n_bootstrap, seed=seed, epsilon=epsilon, mode="greedy" if greedy else "sample",
         )
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    _write_json(json_out, result)
-    _record(store, "evaluate", str(json_out), {"policy": str(policy), "log": str(log or dataset), "method": method}, result)
+    written = []
+    if out is not None:
+        from grpokit.evaluation.offline_report import write_offline_report
+
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "verdict.json", result)
+        write_offline_report(out / "report.html", result, kind="evaluate")
+        written += [str(out / "verdict.json"), str(out / "report.html")]
+    if json_out is not None:
+        _write_json(json_out, result)
+        written.append(str(json_out))
+    run_id = str(out or json_out or f"evaluate:{policy}:{log or dataset}")
+    _record(store, "evaluate", _unique(store, run_id),
+            {"policy": str(policy), "log": str(log or dataset), "method": method},
+            {k: v for k, v in result.items() if k not in ("explanation", "uplift_curve")})
     level = int(round(100 * (1 - alpha)))
-    table = Table(title=f"{method} estimates on {result['n_rows']:,} logged decisions ({level} % CIs)")
+    unit = result.get("reward_unit") or "per decision"
+    table = Table(title=f"{method} estimates on {result['n_rows']:,} logged decisions ({unit}, {level} % CIs)")
     for col in ("", "value", "ci low", "ci high"):
         table.add_column(col, justify="right")
     for name, key in (("candidate", "candidate"), ("current (logging)", "current"), ("improvement", "improvement")):
         r = result[key]
-        table.add_row(name, f"{r['value']:.5f}", f"{r['ci_low']:.5f}", f"{r['ci_high']:.5f}")
+        table.add_row(name, f"{r['value']:.4f}", f"{r['ci_low']:.4f}", f"{r['ci_high']:.4f}")
     console.print(table)
-    colour = "green" if result["verdict"] == "promote" else "yellow"
-    console.print(f"[bold {colour}]{result['verdict'].upper()}[/]: {result['reason']}")
-    console.print(f"written to [bold]{json_out}[/]")
+    from grpokit.evaluation.offline_report import headline
+
+    text, word = headline(result["improvement"], result["current"], unit, margin, alpha)
+    colour = {"PROMOTE": "green", "HOLD": "red"}.get(word, "yellow")
+    console.print(f"[bold {colour}]{escape(text)}[/]")
+    console.print(f"{result['verdict'].upper()}: {escape(result['reason'])}")
+    for g, r in (result.get("per_group") or {}).items():
+        if "improvement" in r:
+            console.print(f"  {escape(str(g))}: {_ci(r['improvement'])} -> {r['verdict']}")
+    if written:
+        console.print("written to " + ", ".join(f"[bold]{w}[/]" for w in written))
+
+
+def _policy_fields(policy: Path, schema: Optional[Path]) -> Optional[str]:
+    """The policy's input fields as --features, so a raw log is read with exactly what the policy needs."""
+    s = _schema(schema)
+    if s is not None and s.features is not None:
+        return None
+    try:
+        from grpokit.policy.deployed import DeployedPolicy
+
+        dp = DeployedPolicy.load(policy)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    if dp.encoder is None:
+        return None
+    return ",".join(dp.encoder.names)
+
+
+def _unique(store: Path, run_id: str) -> str:
+    """``run_id``, or ``run_id#2``, ``#3``... when the store already has it (evaluate can be rerun)."""
+    from grpokit.store import Store
+
+    try:
+        with Store(store, read_only=True) as st:
+            taken = set(st.list_runs()["run_id"])
+    except Exception:  # noqa: BLE001 - recording is best effort
+        return run_id
+    k, rid = 1, run_id
+    while rid in taken:
+        k += 1
+        rid = f"{run_id}#{k}"
+    return rid

@@ -30,12 +30,15 @@ def learn_from_outcome_model(
     group: np.ndarray | None = None,
     n_groups: int | None = None,
     progress: bool = False,
+    out_dir=None,
 ) -> tuple[Policy, dict]:
     """Train a categorical policy on logged contexts with rewards r̂ = ``reward_table[row, action]``.
 
     ``features: [n, d]`` logged contexts; ``reward_table: [n, n_actions]`` the outcome model's
     predicted reward of every action for every row; ``group: [n]`` optional group codes (for P-GRPO
-    or a group embedding). Returns the trained policy and the trainer's summary.
+    or a group embedding); ``out_dir``: where the trainer writes ``metrics.jsonl`` (per step:
+    reward_mean, entropy, frac_zero_std, ...) and its checkpoint. Returns the trained policy and
+    the trainer's summary.
     """
     features = np.asarray(features, dtype=np.float32)
     reward_table = np.asarray(reward_table, dtype=np.float32)
@@ -66,7 +69,8 @@ def learn_from_outcome_model(
     def reward(contexts, actions):
         return table[contexts.extra["row"].unsqueeze(1), actions]
 
-    trainer = GRPOTrainer(policy, reward, config, context_sampler=sampler, n_groups=n_groups, progress=progress)
+    trainer = GRPOTrainer(policy, reward, config, context_sampler=sampler, n_groups=n_groups, progress=progress,
+                          out_dir=out_dir)
     summary = trainer.train()
     return trainer.policy.cpu(), summary
 
