@@ -12,6 +12,7 @@ from grpokit.cli.config import config_app
 from grpokit.cli.data import data_app
 from grpokit.cli.fusion import fusion_app
 from grpokit.cli.obd import obd_app
+from grpokit.cli.pilot import pilot_app
 from grpokit.cli.policy import policy_app
 from grpokit.cli.scenario import scenario_app
 from grpokit.cli.serve import serve_app
@@ -24,6 +25,7 @@ app.add_typer(fusion_app, name="fusion")
 app.add_typer(obd_app, name="obd")
 app.add_typer(serve_app, name="serve")
 app.add_typer(policy_app, name="policy")
+app.add_typer(pilot_app, name="pilot")
 
 __all__ = ["app", "main"]
 
