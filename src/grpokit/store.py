@@ -106,20 +106,49 @@ def _to_json(what: str, obj: Any) -> str:
 class Store:
     """An embedded DuckDB file holding imported logs (with their catalog) and a record of runs."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
         self.path = str(path) if str(path) == ":memory:" else Path(DEFAULT_STORE if path is None else path)
-        if isinstance(self.path, Path) and not self.path.parent.is_dir():
-            raise StoreError(
-                f"cannot create the store {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist"
-            )
+        self.read_only = read_only and self.path != ":memory:"
+        if isinstance(self.path, Path):
+            if self.path.is_dir():
+                raise StoreError(f"the store {str(self.path)!r} is a folder; give a store file (--store FILE.duckdb)")
+            if self.read_only and not self.path.is_file():
+                raise StoreError(f"the store {str(self.path)!r} does not exist: import a log first with "
+                                 "'grpokit data import'")
+            if not self.path.parent.is_dir():
+                raise StoreError(
+                    f"cannot create the store {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist"
+                )
         try:
-            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
-        except duckdb.IOException as err:
-            raise StoreError(
-                f"cannot open the store {str(self.path)!r} (is another process using it?): {err}"
-            ) from None
+            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path), read_only=self.read_only)
+        except (duckdb.Error, OSError) as err:
+            raise StoreError(self._open_error(err)) from None
         for sql in _CREATE:
-            self._con.execute(sql)
+            if not self.read_only:
+                self._con.execute(sql)
+            else:  # reading a store that never had this table: an empty one, in memory only
+                table = sql.split("EXISTS", 1)[1].split("(", 1)[0].strip()
+                if not self._table_exists(table):
+                    self._con.execute(sql.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
+
+    def _open_error(self, err: BaseException) -> str:
+        """What really stopped the store from opening, in words (format, permission, lock, disk)."""
+        text = str(err)
+        where = f"the store {str(self.path)!r}"
+        if "not a valid DuckDB database" in text:
+            return (f"{where} is not a DuckDB database (a grpokit store file): give the right file with "
+                    "--store, or a new file name to start a store")
+        if isinstance(err, PermissionError) or "Permission denied" in text:
+            need = "read" if self.read_only else "read and write"
+            return f"cannot open {where}: permission denied (this command needs {need} access to the file and its folder)"
+        if "lock" in text.lower():
+            holder = re.search(r"held in (.*?) \(PID (\d+)\)", text)
+            who = f" (PID {holder.group(2)}, {holder.group(1)})" if holder else ""
+            return (f"{where} is in use by another process{who}: DuckDB lets one process write a store at a "
+                    "time and no one read it meanwhile; wait for that process to finish, then run this again")
+        if "No space left" in text:
+            return f"cannot open {where}: the disk is full; free some space"
+        return f"cannot open {where}: {text}"
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -167,6 +196,22 @@ class Store:
         ).fetchone()
         return bool(row[0])
 
+    def _rollback(self) -> None:
+        """Undo the open transaction. DuckDB may already have aborted it itself (a write error such as
+        a full disk ends it), so "no transaction is active" is not an error here: the store must take
+        the next operation."""
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+
+    def _write_error(self, what: str, err: BaseException) -> str:
+        text = str(err)
+        why = "the disk is full; free some space and run it again" if "No space left" in text else text
+        if "Permission denied" in text or "read-only" in text.lower():
+            why = "the store file or its folder is read-only (permission denied)"
+        return f"{what} into the store {str(self.path)!r} failed: {why}; the store is left as it was"
+
     def _after_table_write(self, name: str) -> None:
         """Runs inside the import transaction once the table is written (a seam for tests)."""
 
@@ -181,6 +226,8 @@ class Store:
         validated log.
         """
         self._check_name(name)
+        if self.read_only:
+            raise StoreError(f"the store {str(self.path)!r} was opened read-only; open it with Store(path) to import")
         log = read_log(source, schema, table=table, con=con)
         frame = log.to_frame()
         c = self.con
@@ -195,7 +242,7 @@ class Store:
                         "SELECT n_rows, created_at FROM datasets WHERE name = ?", [old]).fetchone()
                     raise StoreError(
                         f"dataset {old!r} already exists ({n_rows} rows, imported {created}); "
-                        "pass replace=True to overwrite it"
+                        "pass replace=True (--replace on the command line) to overwrite it"
                     )
                 if old is None and self._table_exists(name):
                     raise StoreError(f"the store has a table {name!r} that is not a dataset; pick another name")
@@ -215,11 +262,17 @@ class Store:
                         [name, i, r["column"], r["role"], r["kind"], r["reason"], bool(r["warning"])]
                         for i, r in enumerate(log.roles)])
                 c.execute("COMMIT")
+            except duckdb.Error as err:
+                self._rollback()
+                raise StoreError(self._write_error(f"the import of {name!r}", err)) from None
             except BaseException:
-                c.execute("ROLLBACK")
+                self._rollback()
                 raise
         finally:
-            c.unregister(view)
+            try:
+                c.unregister(view)
+            except duckdb.Error:
+                pass
         return log
 
     def list_datasets(self) -> pd.DataFrame:
@@ -260,6 +313,8 @@ class Store:
             raise StoreError(f"run_id must be a non-empty string, got {run_id!r}")
         if not isinstance(kind, str) or not kind:
             raise StoreError(f"kind must be a non-empty string, got {kind!r}")
+        if self.read_only:
+            raise StoreError(f"the store {str(self.path)!r} was opened read-only; open it with Store(path) to record runs")
         config_json = _to_json("config", config)
         summary_json = _to_json("summary", summary)
         c = self.con
@@ -269,8 +324,11 @@ class Store:
                 raise StoreError(f"run {run_id!r} is already recorded; give each run its own id")
             c.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", [run_id, kind, config_json, summary_json, _now()])
             c.execute("COMMIT")
+        except duckdb.Error as err:
+            self._rollback()
+            raise StoreError(self._write_error(f"recording run {run_id!r}", err)) from None
         except BaseException:
-            c.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def list_runs(self, kind: str | None = None) -> pd.DataFrame:

@@ -32,7 +32,25 @@ def _fail(message: str, code: int = 2) -> None:
 def _write_json(path: Path, data: dict) -> None:
     from grpokit.atomic import atomic_write_json
 
-    atomic_write_json(path, data)
+    check_output(path)
+    try:
+        atomic_write_json(path, data)
+    except OSError as err:
+        _fail(f"cannot write {path}: {err.strerror or err}")
+
+
+def check_output(path: Optional[Path], what: str = "--json") -> None:
+    """Fail now, before any work, if ``path`` cannot be written (a folder, a read-only or missing place)."""
+    from grpokit.atomic import check_writable
+
+    if path is None:
+        return
+    if path.is_dir():
+        _fail(f"{what} {path} is a folder; give a file name (e.g. {path / 'result.json'})")
+    try:
+        check_writable(path.parent, f"the folder of {what} {path}")
+    except OSError as err:
+        _fail(err.strerror or str(err))
 
 
 def _load(config: Optional[Path], overrides: Optional[List[str]]):
@@ -77,10 +95,12 @@ def _read_log(log: Optional[Path], dataset: Optional[str], store: Path, schema: 
             return read_log(log, _schema(schema))
         if not store.exists():
             _fail(f"store {store} does not exist: import a log first with 'grpokit data import'")
-        with Store(store) as st:
+        with Store(store, read_only=True) as st:
             return st.load_log(dataset)
     except (ValueError, KeyError, FileNotFoundError) as err:
         _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot read {err.filename or log}: {err.strerror or err}")
 
 
 def _record(store: Path, kind: str, run_id: str, config: dict, summary: dict) -> None:

@@ -92,6 +92,8 @@ def data_import(
             info = st.import_log(file, name, _with_features(_schema(schema), features), replace=replace)
     except (ValueError, KeyError) as err:
         _fail(_schema_hint(str(err)))
+    except OSError as err:  # reading the log file (permission, a full disk for the store's temp files)
+        _fail(f"cannot import {err.filename or file}: {err.strerror or err}; the store is left as it was")
     print_roles(info.roles)
     console.print(f"imported [bold]{name}[/] into {store}: {escape(repr(info))}")
 
@@ -104,7 +106,7 @@ def data_show(name: str = typer.Argument(..., help="A dataset in the store"), st
     if not store.exists():
         _fail(f"store {store} does not exist")
     try:
-        with Store(store) as st:
+        with Store(store, read_only=True) as st:
             roles = st.dataset_roles(name).to_dict("records")
     except ValueError as err:
         _fail(str(err))
@@ -118,8 +120,11 @@ def data_list(store: Path = StoreOption) -> None:
 
     if not store.exists():
         _fail(f"store {store} does not exist")
-    with Store(store) as st:
-        df = st.list_datasets()
+    try:
+        with Store(store, read_only=True) as st:
+            df = st.list_datasets()
+    except ValueError as err:
+        _fail(str(err))
     table = Table(title=f"datasets in {store}")
     for col in ("name", "n_rows", "n_actions", "created_at"):
         table.add_column(col)

@@ -113,6 +113,8 @@ def _load_frame(source: Any, *, table: str | None, con: Any) -> pd.DataFrame:
         )
     path = Path(source)
     name = path.name.lower()
+    if path.is_dir():
+        raise LogValidationError(f"log file {str(path)!r} is a folder; give a .parquet or .csv file")
     if table is not None:
         if not name.endswith(_DUCKDB):
             raise LogValidationError(
@@ -121,12 +123,14 @@ def _load_frame(source: Any, *, table: str | None, con: Any) -> pd.DataFrame:
             )
         return _read_duckdb(path, table)
     if name.endswith(_DUCKDB):
-        raise LogValidationError(f"{str(path)!r} is a DuckDB database: name the table, read_log(path, table='...')")
+        raise LogValidationError(f"{str(path)!r} is a DuckDB database: name its table (read_log(path, table='...'); "
+                                 "on the command line export it to Parquet first, or import it with --table where "
+                                 "the command has one)")
     if not name.endswith(_PARQUET + _CSV):
         if not path.suffix and not path.exists() and _TABLE_RE.match(str(source)):
             raise LogValidationError(
                 f"{str(source)!r} is not a file; to read a DuckDB table pass its database: "
-                f"read_log({str(source)!r}, con=connection_or_path)"
+                f"read_log({str(source)!r}, con=connection_or_path) (--table on the command line)"
             )
         raise LogValidationError(
             f"cannot read {str(path)!r}: unsupported file type {path.suffix or '(no suffix)'!r}; "
@@ -135,11 +139,50 @@ def _load_frame(source: Any, *, table: str | None, con: Any) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"log file {str(path)!r} does not exist")
     if name.endswith(_PARQUET):
-        return pd.read_parquet(path)
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError, TypeError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            if isinstance(err, PermissionError):
+                raise
+            raise LogValidationError(f"cannot read {str(path)!r} as Parquet: {str(err).splitlines()[0]}; "
+                                     "is it a Parquet file?") from None
+    return _read_csv(path)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV file as a DataFrame: UTF-8 text (a BOM is fine), no column name twice."""
+    import csv
+    import gzip
+    import io
+
+    raw = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise LogValidationError(f"cannot read {str(path)!r}: not a gzip file ({err})") from None
     try:
-        return pd.read_csv(path)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise LogValidationError(
+            f"{str(path)!r} is not UTF-8 text: line {line} has the byte {raw[err.start]:#04x} (offset {err.start}); "
+            "save the file as UTF-8 (e.g. 'CSV UTF-8' in Excel, or iconv -f latin1 -t utf-8), or write it as Parquet"
+        ) from None
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise LogValidationError(
+                f"{str(path)!r}: column {name!r} appears more than once in the header; rename one of them "
+                "(a CSV reader would silently rename the copy)", column=name)
+        seen.add(name)
+    try:
+        return pd.read_csv(io.StringIO(text))
     except pd.errors.EmptyDataError:
         raise LogValidationError(f"the log is empty: {str(path)!r} has no rows and no columns") from None
+    except pd.errors.ParserError as err:
+        raise LogValidationError(f"cannot read {str(path)!r} as CSV: {str(err).strip()}") from None
 
 
 def _quote(identifier: str) -> str:
@@ -259,17 +302,32 @@ def validate_log(df: pd.DataFrame, schema: LogSchema | None = None) -> LoggedDec
         features[:, j] = _floats(s, col, rows, "feature",
                                  hint="give numbers, booleans or text labels, or leave it out of features")
 
+        _not_huge(features[:, j], col, rows, "feature")
+    if not all_features:
+        left = f" (left out: {ignored})" if ignored else ""
+        raise LogValidationError(
+            f"the log has no feature columns{left}: a policy would see nothing to personalize on; name the "
+            "context columns in the schema's features (or --features a,b,c)"
+        )
+
     action, n_actions = _actions(df[schema.action], schema.action, rows, schema)
 
     reward = None
     if roles["reward"] is not None:
         reward = _floats(df[roles["reward"]], roles["reward"], rows, "reward")
+        _not_huge(reward, roles["reward"], rows, "reward")
     outcomes = {c: _floats(df[c], c, rows, "outcome") for c in schema.outcomes}
+    for c, v in outcomes.items():
+        _not_huge(v, c, rows, "outcome")
 
     pscore = _floats(df[schema.pscore], schema.pscore, rows, "propensity")
     rows.first(schema.pscore, (pscore <= 0) | (pscore > 1),
                lambda v: f"propensity {v!r} is outside (0, 1]", pscore,
                hint="pscore is the logging policy's probability of the logged action")
+    rows.first(schema.pscore, pscore < MIN_PSCORE,
+               lambda v: f"propensity {v!r} is implausibly small (below {MIN_PSCORE:g}: its importance weight "
+               f"would exceed {1 / MIN_PSCORE:g})", pscore,
+               hint="check the column holds probabilities, not log-probabilities, or leave such rows out")
 
     group = group_labels = None
     if roles["group"] is not None:
@@ -502,10 +560,48 @@ def _actions(s: pd.Series, col: str, rows: _Rows, schema: LogSchema) -> tuple[np
                    f"(found {shown})")
     action = _integers(s, col, rows, "action", hint=hint)
     rows.first(col, action < 0, lambda v: f"unknown action {v!r}: actions are codes 0..n_actions-1", action)
+    if schema.n_actions is None:
+        _contiguous(action, col, rows)
     n_actions = schema.n_actions if schema.n_actions is not None else int(action.max()) + 1
     rows.first(col, action >= n_actions,
                lambda v: f"unknown action {v!r}: outside 0..{n_actions - 1} (n_actions={n_actions})", action)
+    if n_actions < 2:
+        raise LogValidationError(
+            f"column {col!r}: the log has a single action (n_actions={n_actions}): there is nothing to choose "
+            "between; a policy needs at least two actions (declare n_actions or actions in the schema if the log "
+            "only shows one of them)", column=col)
     return action, n_actions
+
+
+def _contiguous(action: np.ndarray, col: str, rows: _Rows) -> None:
+    """Undeclared action codes must be 0..max with none missing: a gap is a typo or a hidden action set."""
+    codes = np.unique(action)
+    if len(codes) == codes[-1] + 1:
+        return
+    first_gap = int(np.flatnonzero(codes != np.arange(len(codes)))[0])
+    after = int(codes[first_gap])  # the smallest code above the first unused one
+    shown = ", ".join(map(str, codes[:12].tolist())) + (", ..." if len(codes) > 12 else "")
+    unused = f"{first_gap}" if after == first_gap + 1 else f"{first_gap}..{after - 1}"
+    i = int(np.flatnonzero(action == after)[0])
+    raise rows.fail(
+        col, i, f"action {after} leaves code{'s' if after > first_gap + 1 else ''} {unused} never logged "
+        f"(the log's codes: {shown}); a typo?", value=after,
+        hint=f"fix the row, or if the action set really has {int(codes[-1]) + 1} actions declare it in the "
+        f"schema (n_actions = {int(codes[-1]) + 1}, or actions = [labels]; --schema FILE)",
+    )
+
+
+#: the largest magnitude a feature, reward or outcome may have: beyond it float32 policies and the
+#: outcome models' sums overflow (and no real log needs it: rescale, e.g. take a log or change units)
+MAX_ABS = 1e30
+#: the smallest logging propensity: below it an importance weight (1/pscore) is beyond any use
+MIN_PSCORE = 1e-12
+
+
+def _not_huge(values: np.ndarray, col: str, rows: _Rows, what: str) -> None:
+    rows.first(col, np.abs(values) > MAX_ABS,
+               lambda v: f"{what} value {v!r} is too large (beyond ±{MAX_ABS:g}, where float32 policies and "
+               "sums overflow)", values, hint="rescale the column (e.g. a log, or other units)")
 
 
 def _map_labels(s: pd.Series, col: str, rows: _Rows, labels: list, what: str) -> np.ndarray:

@@ -1,0 +1,290 @@
+"""Bad logs and store faults the way a user meets them: through `grpokit data`, `learn` and `evaluate`.
+
+Each case is one `error:` line that names the file / column / row and what to do, exit code 2, and
+the store left exactly as it was."""
+
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from grpokit.cli import app
+from grpokit.store import Store
+
+runner = CliRunner()
+
+
+def _log(n=60, n_actions=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"decision_id": np.arange(n), "x0": rng.normal(size=n), "x1": rng.normal(size=n),
+                         "action": np.arange(n) % n_actions, "reward": rng.normal(size=n),
+                         "pscore": np.full(n, 1 / n_actions)})
+
+
+def _import(tmp_path, df_or_path, *extra, name="d"):
+    path = df_or_path
+    if isinstance(df_or_path, pd.DataFrame):
+        path = tmp_path / "log.csv"
+        df_or_path.to_csv(path, index=False)
+    store = tmp_path / "s.duckdb"
+    return runner.invoke(app, ["data", "import", str(path), "--name", name, "--store", str(store), *extra]), store
+
+
+def _one_error(r, *fragments):
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error:") and "Traceback" not in r.output, r.output
+    for f in fragments:
+        assert f in r.output, (f, r.output)
+
+
+def _datasets(store):
+    if not store.exists():
+        return []
+    with Store(store, read_only=True) as st:
+        return st.list_datasets()["name"].tolist()
+
+
+# ------------------------------------------------------------------ silent wrong results (issue items 1, 5, 9)
+
+
+def test_action_code_typo_is_refused_naming_the_row(tmp_path):
+    df = _log()
+    df.loc[17, "action"] = 100000  # one typo in a 5-action log
+    r, store = _import(tmp_path, df)
+    _one_error(r, "'action'", "row 17", "decision id 17", "action 100000", "5..99999 never logged", "n_actions = 100001")
+    assert _datasets(store) == []
+
+
+def test_declared_action_set_with_a_gap_is_accepted(tmp_path):
+    df = _log()
+    df = df[df.action != 3]
+    schema = tmp_path / "schema.toml"
+    schema.write_text("n_actions = 5\n")
+    r, store = _import(tmp_path, df, "--schema", str(schema))
+    assert r.exit_code == 0, r.output
+    with Store(store, read_only=True) as st:
+        assert st.load_log("d").n_actions == 5
+    r, _ = _import(tmp_path, df, name="e")  # undeclared, the same gap is refused
+    _one_error(r, "action 4 leaves code 3 never logged", "n_actions = 5")
+
+
+def test_a_single_action_is_refused(tmp_path):
+    r, _ = _import(tmp_path, _log(n_actions=1))
+    _one_error(r, "single action", "nothing to choose")
+
+
+def test_zero_features_are_refused(tmp_path):
+    r, _ = _import(tmp_path, _log().drop(columns=["x0", "x1"]))
+    _one_error(r, "no feature columns")
+
+
+def test_duplicated_csv_column_is_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    lines = _log().to_csv(index=False).splitlines()
+    path.write_text("\n".join(["x0," + lines[0]] + ["9," + ln for ln in lines[1:]]) + "\n")  # x0 twice
+    r, store = _import(tmp_path, path)
+    _one_error(r, "column 'x0' appears more than once", str(path))
+    assert _datasets(store) == []
+
+
+def test_non_utf8_csv_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    text = _log().to_csv(index=False).replace("decision_id", "d\u00e9cision", 1)
+    path.write_bytes(text.encode("latin-1"))
+    r, _ = _import(tmp_path, path)
+    _one_error(r, "not UTF-8 text", "line 1", "0xe9", "save the file as UTF-8")
+
+
+def test_a_utf8_bom_is_fine(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _log().to_csv(index=False).encode())
+    r, _ = _import(tmp_path, path)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("column, value, fragment", [
+    ("x1", 1e39, "feature value 1e+39 is too large"),        # float32 made it inf
+    ("x0", -1e300, "feature value -1e+300 is too large"),   # sklearn: "Input X contains infinity or a value too large"
+    ("reward", 1e308, "reward value 1e+308 is too large"),  # NaN / Infinity in the verdict JSON
+])
+def test_huge_finite_values_are_refused_naming_column_and_row(tmp_path, column, value, fragment):
+    df = _log()
+    df[column] = df[column].astype(float)
+    df.loc[7, column] = value
+    r, _ = _import(tmp_path, df)
+    _one_error(r, f"column {column!r}", "row 7", fragment, "rescale")
+
+
+def test_tiny_propensity_is_refused(tmp_path):
+    df = _log()
+    df.loc[3, "pscore"] = 1e-300  # evaluate died with an OverflowError
+    r, _ = _import(tmp_path, df)
+    _one_error(r, "'pscore'", "row 3", "implausibly small")
+
+
+# ------------------------------------------------------------------------------- tracebacks and messages
+
+
+def test_log_path_that_is_a_folder(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for args in (["data", "import", str(folder), "--name", "d", "--store", str(tmp_path / "s.duckdb")],
+                 ["learn", "--log", str(folder), "--out", str(tmp_path / "run")]):
+        r = runner.invoke(app, args)
+        _one_error(r, "is a folder")
+
+
+def test_garbage_parquet(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"not parquet at all" * 10)
+    r, _ = _import(tmp_path, path)
+    _one_error(r, "cannot read", "as Parquet")
+
+
+def test_duckdb_file_as_a_log_points_to_the_right_option(tmp_path):
+    path = tmp_path / "shop.duckdb"
+    duckdb.connect(str(path)).close()
+    r, _ = _import(tmp_path, path)
+    _one_error(r, "is a DuckDB database", "table")
+
+
+def test_replace_message_names_the_flag(tmp_path):
+    r, _ = _import(tmp_path, _log())
+    assert r.exit_code == 0, r.output
+    r, _ = _import(tmp_path, _log(seed=1))
+    _one_error(r, "already exists", "--replace")
+
+
+def test_store_that_is_not_a_duckdb_file(tmp_path):
+    store = tmp_path / "notes.duckdb"
+    store.write_text("my notes, not a database\n" * 20)
+    _log().to_csv(tmp_path / "log.csv", index=False)
+    for args in (["data", "list", "--store", str(store)],
+                 ["data", "import", str(tmp_path / "log.csv"), "--name", "d", "--store", str(store)],
+                 ["learn", "--dataset", "d", "--store", str(store), "--out", str(tmp_path / "run")]):
+        r = runner.invoke(app, args)
+        _one_error(r, "is not a DuckDB database")
+        assert "another process" not in r.output
+    assert store.read_text().startswith("my notes")
+
+
+def test_reading_never_writes_the_store(tmp_path):
+    # a DuckDB file of the user's own: listing it must not add grpokit's tables to it
+    store = tmp_path / "own.duckdb"
+    with duckdb.connect(str(store)) as con:
+        con.execute("CREATE TABLE mine (x INT)")
+    before = store.read_bytes()
+    r = runner.invoke(app, ["data", "list", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["learn", "--dataset", "d", "--store", str(store), "--out", str(tmp_path / "run")])
+    _one_error(r, "no dataset 'd'")
+    assert store.read_bytes() == before
+    with duckdb.connect(str(store), read_only=True) as con:
+        assert [t[0] for t in con.execute("SHOW TABLES").fetchall()] == ["mine"]
+
+
+def test_locked_store_names_the_other_process(tmp_path):
+    r, store = _import(tmp_path, _log())
+    assert r.exit_code == 0, r.output
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(store)!r}); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = runner.invoke(app, ["data", "list", "--store", str(store)])
+        _one_error(r, "in use by another process", f"PID {holder.pid}", "wait for that process")
+        r, _ = _import(tmp_path, _log(), name="e")
+        _one_error(r, "in use by another process", f"PID {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _datasets(store) == ["d"]
+
+
+def test_a_failed_import_that_ended_the_transaction_leaves_the_store_usable(tmp_path, monkeypatch):
+    """DuckDB ends the transaction itself on a write error (a full disk): the old code's ROLLBACK then
+    failed with "no transaction is active" and hid the real error."""
+    r, store = _import(tmp_path, _log())
+    assert r.exit_code == 0
+
+    def disk_full(self, name):
+        self.con.execute("ROLLBACK")  # what DuckDB does on an IO error
+        raise duckdb.IOException('IO Error: Could not write file "s.duckdb": No space left on device')
+
+    monkeypatch.setattr(Store, "_after_table_write", disk_full)
+    r, _ = _import(tmp_path, _log(seed=1), name="big")
+    _one_error(r, "the import of 'big'", "the disk is full", "the store is left as it was")
+    monkeypatch.undo()
+    r, _ = _import(tmp_path, _log(seed=2), name="next")
+    assert r.exit_code == 0, r.output
+    assert _datasets(store) == ["d", "next"]
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root and mount rights; skipped elsewhere)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_during_import(tiny_disk, tmp_path):
+    store = tiny_disk / "s.duckdb"
+    small = tmp_path / "small.parquet"
+    _log().to_parquet(small)
+    r = runner.invoke(app, ["data", "import", str(small), "--name", "small", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    big = tmp_path / "big.parquet"
+    _log(n=200_000).to_parquet(big)
+    filler = tiny_disk / "filler"
+    st = os.statvfs(tiny_disk)
+    filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 200 * 1024))  # 200 KiB left
+    r = runner.invoke(app, ["data", "import", str(big), "--name", "big", "--store", str(store)])
+    _one_error(r, "the disk is full", "the store is left as it was")
+    filler.unlink()  # the user frees space: the store takes the next import
+    r = runner.invoke(app, ["data", "import", str(small), "--name", "again", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    assert _datasets(store) == ["small", "again"]
+
+
+def test_json_that_is_a_folder_fails_before_the_work(tmp_path):
+    log = tmp_path / "log.parquet"
+    _log().to_parquet(log)
+    r = runner.invoke(app, ["evaluate", "--log", str(log), "--policy", str(tmp_path / "p.pt"), "--json", str(tmp_path)])
+    _one_error(r, "--json", "is a folder")
+
+
+def test_learn_refuses_to_overwrite_a_policy(tmp_path):
+    log = tmp_path / "log.parquet"
+    _log().to_parquet(log)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "policy.pt").write_bytes(b"my earlier policy")
+    r = runner.invoke(app, ["learn", "--log", str(log), "--out", str(out)])
+    _one_error(r, "already holds a policy", "--overwrite")
+    assert (out / "policy.pt").read_bytes() == b"my earlier policy"
+
+
+def test_learn_refuses_a_head_it_cannot_use(tmp_path):
+    log = tmp_path / "log.parquet"
+    _log().to_parquet(log)
+    r = runner.invoke(app, ["learn", "--log", str(log), "--out", str(tmp_path / "run"), "--set", "policy.head=beta"])
+    _one_error(r, "policy.head = 'beta'", "categorical")
+    assert not (tmp_path / "run" / "policy.pt").exists()
+
+
+def test_json_written_is_strict(tmp_path):
+    from grpokit.atomic import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "v.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64(2.5)})
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == \
+        {"a": None, "b": [1.0, None], "c": 2.5}
