@@ -56,7 +56,7 @@ class _Strict(BaseModel):
             return v  # a section: its own fields check themselves
         if _has_non_finite(v):
             raise ValueError(f"must be finite (no NaN or inf), got {v!r}")
-        if isinstance(v, bool) and (ann is float or float in get_args(ann)):
+        if isinstance(v, (bool, str)) and (ann is float or float in get_args(ann)):
             raise ValueError(f"must be a number, got {v!r}")
         return v
 
