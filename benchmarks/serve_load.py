@@ -1,0 +1,348 @@
+"""Load benchmark of the decision service on loopback (httpx async loop as the load generator).
+
+Runs, each bounded in requests and time, against real uvicorn servers on free 127.0.0.1 ports
+(single worker, fsync'd durable logging on):
+
+1. single-context ``POST /v1/decide`` at increasing offered load (open loop: requests are sent on a
+   fixed schedule, at most ``--max-inflight`` outstanding), requests/s achieved and p50/p99 latency,
+   next to a bare FastAPI endpoint returning a constant, in the same run; then both saturated
+   (closed loop, ``--concurrency`` workers);
+2. batch ``/v1/decide`` with 1,000 contexts per request: decisions/s (pre-encoded bodies);
+3. kill -9 of the service in the middle of a load run, restart: acknowledged vs logged decisions,
+   duplicates;
+4. concurrent duplicate reward posts (``first``): counted rewards per event.
+
+    .venv/bin/python benchmarks/serve_load.py --json runs/bench/serve_load.json
+
+The load generator runs on the same machine as the server (2 cores here): at saturation they
+compete for the CPU, which the report states. ``--bare-server PORT`` is the bare endpoint's own
+entry point (used by the benchmark itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def bare_server(port: int) -> None:
+    import uvicorn
+    from fastapi import FastAPI, Response
+
+    app = FastAPI()
+    body = json.dumps({"event_id": "0" * 32, "action": "none", "action_code": 0, "propensity": 0.2,
+                       "policy_version": "sha256:000000000000", "arm": "live"}).encode()
+
+    @app.post("/v1/decide")
+    async def decide():
+        return Response(body, media_type="application/json")
+
+    @app.get("/v1/health")
+    async def health():
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {proc.returncode}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1.0)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on {port} not healthy after {timeout} s")
+
+
+def start_service(work: Path, port: int, policy: Path | None, log: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from grpokit.cli import app; app()", "serve", "--store", str(work / "s.duckdb"),
+           "--port", str(port), "--log-level", "warning", "--config", str(work / "serve.toml")]
+    if policy is not None:
+        cmd += ["--policy", str(policy)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPOKIT_")}
+    return subprocess.Popen(cmd, stdout=open(work / log, "ab"), stderr=subprocess.STDOUT, env=env)
+
+
+def make_policy(path: Path):
+    import torch
+
+    from grpokit.policy import CategoricalHead, MLPTorso, Policy
+    from grpokit.policy.io import save_policy
+    from grpokit.scenarios.marketing import MarketingScenario
+
+    scen = MarketingScenario()
+    torch.manual_seed(0)
+    net = Policy(MLPTorso(scen.obs_dim, [64, 64]), CategoricalHead(scen.n_actions))
+    save_policy(net, path, {"feature_names": scen.feature_names, "action_labels": scen.action_names})
+    ctx = scen.sample_contexts(5000, torch.Generator().manual_seed(1))
+    return [dict(zip(scen.feature_names, map(float, r))) for r in ctx.obs.double().numpy()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), to state per-request server cost under contention."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(lat: list[float], q: float) -> float | None:
+    return None if not lat else float(np.percentile(np.asarray(lat) * 1000.0, q))
+
+
+async def open_loop(port: int, bodies: list[bytes], rate: float, seconds: float, max_inflight: int) -> dict:
+    """Send at ``rate`` req/s on a fixed schedule for ``seconds``; latency from send to response."""
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    skipped = 0
+    inflight = 0
+    n = int(rate * seconds)
+    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10.0, limits=limits) as client:
+        async def one(k: int):
+            nonlocal errors, inflight
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/decide", content=bodies[k % len(bodies)],
+                                      headers={"content-type": "application/json"})
+                if r.status_code == 200:
+                    lat.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            finally:
+                inflight -= 1
+
+        tasks = []
+        t0 = time.perf_counter()
+        for k in range(n):
+            due = t0 + k / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if inflight >= max_inflight:
+                skipped += 1  # the server fell behind: not sent (counted, not hidden)
+                continue
+            inflight += 1
+            tasks.append(asyncio.create_task(one(k)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return {"offered_rps": rate, "achieved_rps": len(lat) / wall, "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
+            "ok": len(lat), "errors": errors, "not_sent_over_inflight_cap": skipped, "seconds": wall}
+
+
+async def closed_loop(port: int, bodies: list[bytes], concurrency: int, seconds: float, path: str = "/v1/decide",
+                      acked: list | None = None, stop_event: asyncio.Event | None = None) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10.0, limits=limits) as client:
+        async def worker(w: int):
+            nonlocal errors
+            k = w
+            while time.perf_counter() < deadline and not (stop_event and stop_event.is_set()):
+                body = bodies[k % len(bodies)]
+                k += concurrency
+                t = time.perf_counter()
+                try:
+                    r = await client.post(path, content=body, headers={"content-type": "application/json"})
+                except httpx.HTTPError:
+                    errors += 1
+                    if stop_event is not None:
+                        return
+                    continue
+                if r.status_code == 200:
+                    lat.append(time.perf_counter() - t)
+                    if acked is not None:
+                        acked.append(json.loads(body)["event_id"])
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "achieved_rps": len(lat) / wall, "p50_ms": _pct(lat, 50),
+            "p99_ms": _pct(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall}
+
+
+def run(args) -> dict:
+    import duckdb
+    import httpx
+
+    work = Path(tempfile.mkdtemp(prefix="grpokit-serve-bench-"))
+    (work / "serve.toml").write_text("[serve.log]\nflush_interval_s = 1.0\n")
+    contexts = make_policy(work / "policy.pt")
+    single = [json.dumps({"context": c}).encode() for c in contexts]
+    out: dict = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+                 "load_generator": "httpx.AsyncClient on the same machine (asyncio loop, one process)",
+                 "work_dir": str(work)}
+    sport, bport = free_port(), free_port()
+    service = start_service(work, sport, work / "policy.pt", "service.log")
+    bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(bport)], stdout=open(work / "bare.log", "ab"),
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(sport, service)
+        wait_healthy(bport, bare)
+        for port in (sport, bport):  # warm up
+            asyncio.run(closed_loop(port, single, 4, 1.0))
+        levels = []
+        for rate in args.rates:
+            row = {"offered_rps": rate}
+            for name, port, proc in (("decide", sport, service), ("bare", bport, bare)):
+                c0 = cpu_seconds(proc.pid)
+                r = asyncio.run(open_loop(port, single, rate, args.seconds, args.max_inflight))
+                r["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - c0) / max(r["ok"], 1)
+                row[name] = r
+                print(f"{name:6s} offered {rate:5.0f}/s: achieved {r['achieved_rps']:7.1f}/s  p50 {r['p50_ms'] or 0:6.2f} ms"
+                      f"  p99 {r['p99_ms'] or 0:6.2f} ms  errors {r['errors']}  not sent {r['not_sent_over_inflight_cap']}"
+                      f"  server CPU {r['server_cpu_ms_per_request']:.2f} ms/req",
+                      flush=True)
+            levels.append(row)
+        out["open_loop"] = levels
+        sat = {}
+        for name, port, proc in (("decide", sport, service), ("bare", bport, bare)):
+            c0 = cpu_seconds(proc.pid)
+            sat[name] = asyncio.run(closed_loop(port, single, args.concurrency, args.seconds))
+            sat[name]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - c0) / max(sat[name]["ok"], 1)
+            print(f"{name:6s} saturated ({args.concurrency} workers): {sat[name]['achieved_rps']:7.1f}/s  "
+                  f"p50 {sat[name]['p50_ms']:6.2f} ms  p99 {sat[name]['p99_ms']:6.2f} ms  "
+                  f"server CPU {sat[name]['server_cpu_ms_per_request']:.2f} ms/request", flush=True)
+        sat["ratio_decide_to_bare"] = sat["decide"]["achieved_rps"] / sat["bare"]["achieved_rps"]
+        sat["ratio_by_server_cpu"] = (sat["bare"]["server_cpu_ms_per_request"]
+                                      / sat["decide"]["server_cpu_ms_per_request"])
+        out["saturated"] = sat
+
+        # batch decide: 1,000 contexts per request
+        batches = [json.dumps({"batch": [{"context": c} for c in contexts[i:i + 1000]]}).encode()
+                   for i in range(0, 5000, 1000)]
+        with httpx.Client(base_url=f"http://127.0.0.1:{sport}", timeout=30.0) as c:
+            c.post("/v1/decide", content=batches[0], headers={"content-type": "application/json"})
+            times = []
+            c0 = cpu_seconds(service.pid)
+            for k in range(args.batch_requests):
+                t = time.perf_counter()
+                r = c.post("/v1/decide", content=batches[k % len(batches)], headers={"content-type": "application/json"})
+                times.append(time.perf_counter() - t)
+                assert r.status_code == 200 and len(r.json()["decisions"]) == 1000
+        batch_cpu = cpu_seconds(service.pid) - c0
+        times = np.asarray(times)
+        out["batch"] = {"server_cpu_ms_per_request": 1000 * batch_cpu / len(times),
+                        "decisions_per_server_cpu_s": 1000 * len(times) / max(batch_cpu, 1e-9),"contexts_per_request": 1000, "requests": int(len(times)),
+                        "decisions_per_s": float(1000 * len(times) / times.sum()),
+                        "p50_ms": float(np.median(times) * 1000), "p99_ms": float(np.percentile(times, 99) * 1000)}
+        print(f"batch of 1000: {out['batch']['decisions_per_s']:.0f} decisions/s (p50 {out['batch']['p50_ms']:.1f} ms), "
+              f"{out['batch']['decisions_per_server_cpu_s']:.0f} decisions per server CPU second",
+              flush=True)
+
+        # kill -9 in the middle of a load run
+        keyed = [json.dumps({"context": contexts[k % 5000], "event_id": f"crash-{k}"}).encode() for k in range(200_000)]
+        acked: list[str] = []
+
+        async def load_then_kill():
+            stop = asyncio.Event()
+            task = asyncio.create_task(closed_loop(sport, keyed, args.concurrency, 60.0, acked=acked, stop_event=stop))
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < args.seconds:
+                await asyncio.sleep(0.05)
+            service.send_signal(signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            stop.set()
+            return await task
+
+        asyncio.run(load_then_kill())
+        service.wait(timeout=10)
+        sport2 = free_port()
+        restarted = start_service(work, sport2, None, "service2.log")
+        t = time.perf_counter()
+        health = wait_healthy(sport2, restarted)
+        restart_s = time.perf_counter() - t
+
+        # concurrent duplicate reward posts: 10 at once for each of 50 events
+        async def dup_rewards():
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sport2}", timeout=30.0) as ac:
+                rs = await asyncio.gather(*[ac.post(f"/v1/events/{eid}/reward", json={"reward": float(j)})
+                                            for eid in acked[:50] for j in range(10)])
+            return [r.json() for r in rs]
+
+        results = asyncio.run(dup_rewards())
+    finally:
+        for p in (service, bare):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (service, bare):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    restarted.send_signal(signal.SIGTERM)
+    restarted.wait(timeout=60)
+    con = duckdb.connect(str(work / "s.duckdb"), read_only=True)
+    logged = {r[0] for r in con.execute("SELECT event_id FROM decisions WHERE event_id LIKE 'crash-%'").fetchall()}
+    n, nd = con.execute("SELECT count(*), count(DISTINCT event_id) FROM decisions").fetchone()
+    per_event = con.execute("SELECT event_id, count(*) FILTER (WHERE counted), count(*) FROM rewards "
+                            "GROUP BY event_id").fetchall()
+    con.close()
+    lost = len(set(acked) - logged)
+    out["crash"] = {"acknowledged": len(acked), "logged": len(logged), "acknowledged_lost": lost,
+                    "logged_not_acknowledged": len(logged - set(acked)), "duplicates": int(n - nd),
+                    "replayed_at_restart": health["log"]["replayed_at_start"], "restart_to_healthy_s": restart_s}
+    print(f"kill -9: acked {len(acked)}, logged {len(logged)}, lost {lost}, duplicates {n - nd}, "
+          f"replayed {health['log']['replayed_at_start']}", flush=True)
+    out["duplicate_rewards"] = {
+        "events": len(per_event), "posts": len(results),
+        "events_with_exactly_one_counted": sum(1 for _, c, _ in per_event if c == 1),
+        "answered_counted": sum(r["counted"] for r in results)}
+    print(f"duplicate rewards: {out['duplicate_rewards']}", flush=True)
+    out["machine"]["load_average_at_end"] = os.getloadavg()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--rates", type=float, nargs="+", default=[100, 200, 300, 500])
+    ap.add_argument("--seconds", type=float, default=4.0, help="duration of each load level")
+    ap.add_argument("--max-inflight", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=16, help="closed-loop workers at saturation")
+    ap.add_argument("--batch-requests", type=int, default=20)
+    args = ap.parse_args()
+    if args.bare_server is not None:
+        bare_server(args.bare_server)
+        return
+    out = run(args)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
