@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
 from grpokit.cli import train, offline, score  # noqa: F401,I001  (top-level commands register on import)
 from grpokit.cli import sweep  # noqa: F401,I001  (grpokit sweep registers on import)
+from grpokit.cli import loop  # noqa: F401,I001  (grpokit loop registers on import)
 from grpokit.cli._common import app
 from grpokit.cli.bench import bench_app
 from grpokit.cli.config import config_app
@@ -14,6 +17,7 @@ from grpokit.cli.fusion import fusion_app
 from grpokit.cli.obd import obd_app
 from grpokit.cli.pilot import pilot_app
 from grpokit.cli.policy import policy_app
+from grpokit.cli.runs import runs_app
 from grpokit.cli.scenario import scenario_app
 from grpokit.cli.serve import serve_app
 
@@ -26,6 +30,21 @@ app.add_typer(obd_app, name="obd")
 app.add_typer(serve_app, name="serve")
 app.add_typer(policy_app, name="policy")
 app.add_typer(pilot_app, name="pilot")
+app.add_typer(runs_app, name="runs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from grpokit import __version__
+
+        print(f"grpokit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit")) -> None:
+    """Group-relative policy optimization (GRPO, P-GRPO) for personalized business decisions."""
 
 __all__ = ["app", "main"]
 

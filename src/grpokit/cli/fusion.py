@@ -21,7 +21,7 @@ fusion_app = typer.Typer(help="GRADE: personalized multi-task fusion weights for
 
 @fusion_app.command("learn")
 def fusion_learn(
-    config: Optional[Path] = typer.Argument(None, help="TOML run file with [scenario] name = \"logged_ranking\" "
+    config: Optional[Path] = typer.Argument(None, help="TOML run file with \\[scenario] name = \"logged_ranking\" "
                                                        "(default: the built-in logged-ranking settings)"),
     log: Path = typer.Option(..., "--log", help="Ranking log: parquet, CSV or DuckDB file (one row per candidate)"),
     out: Path = typer.Option(..., "--out", help="Run directory: policy.pt, summary.json, metrics.jsonl"),
