@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import gc
 import logging
+import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -286,6 +288,7 @@ class ServeState:
         replays: list[tuple[int, str]] = []
         new: list[tuple[int, str]] = []
         batch_ids: dict[str, int] = {}
+        fresh = os.urandom(16 * len(items)).hex()  # one random 128-bit id per item (used when none is given)
         for i, it in enumerate(items):
             eid = it.event_id
             if eid is not None:
@@ -294,7 +297,7 @@ class ServeState:
                     continue
                 batch_ids[eid] = i
             else:
-                eid = uuid.uuid4().hex
+                eid = fresh[32 * i:32 * i + 32]
             new.append((i, eid))
         records, responses = [], []
         if new:
@@ -368,11 +371,11 @@ class ServeState:
                 rec = {
                     "k": "d", "event_id": eid, "ts": now, "policy_version": dp.version, "arm": arms[k],
                     "unit_id": it.unit_id, "cohort": cohorts[k],
-                    "context": json.dumps(it.context, separators=(",", ":")),
+                    "context": it.context,
                     "action_code": actions[j] if categorical else None,
                     "action_label": d.labels[j] if categorical else None,
                     "action_value": None if categorical else json.dumps(actions[j]),
-                    "propensity": props[j], "probabilities": None if q is None else json.dumps(q),
+                    "propensity": props[j], "probabilities": q,
                     "epsilon": cfg.epsilon if categorical else None, "mode": cfg.mode, "deferred": it.defer,
                 }
                 if shadow is not None:
@@ -433,7 +436,7 @@ class ServeState:
             ev.last_reward_at = now
             rid = uuid.uuid4().hex
             records.append({"k": "r", "reward_id": rid, "event_id": eid, "received_at": now, "value": value,
-                            "components": None if comps is None else json.dumps(comps), "late": late,
+                            "components": comps, "late": late,
                             "duplicate": duplicate, "counted": counted})
             outcome = "counted" if counted else "late" if late else "duplicate" if duplicate else "not_activated"
             results.append({"event_id": eid, "reward_id": rid, "value": value, "counted": counted,
@@ -546,8 +549,11 @@ def create_app(config: ServeConfig, policy_path: str | Path | None = None, *, to
 
         async def pruner():
             while True:
-                await asyncio.sleep(30)
+                await asyncio.sleep(10)
                 state.prune()
+                # the event index is long-lived: move it out of the cyclic GC's reach, so that full
+                # collections stay proportional to recent allocations, not to the index's size
+                gc.freeze()
 
         task = asyncio.create_task(pruner())
         try:

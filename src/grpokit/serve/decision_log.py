@@ -16,7 +16,8 @@ nothing is inserted twice (the primary keys ignore a segment replayed after a cr
 commit and the file's deletion). A torn last line (a crash in the middle of a write, never
 acknowledged) is dropped.
 
-Segment files: ``<wal_dir>/seg-<seq>.wal``, one JSON object per line: ``{"k": "d"|"r"|"a", ...}``.
+Segment files: ``<wal_dir>/seg-<seq>.wal``, one line per submission (a request's records): a JSON
+array of objects ``{"k": "d"|"r"|"a", ...}`` (a single object per line is read too).
 """
 
 from __future__ import annotations
@@ -69,9 +70,14 @@ def read_segment(path: Path) -> tuple[list[dict], bool]:
     out = []
     for i, line in enumerate(lines):
         try:
-            out.append(json.loads(line))
+            obj = json.loads(line)
         except json.JSONDecodeError:
             log.error("segment %s line %d is not valid JSON; skipped", path, i + 1)
+            continue
+        if isinstance(obj, list):  # one submission: its records, written (and torn) together
+            out.extend(obj)
+        else:
+            out.append(obj)
     return out, torn
 
 
@@ -79,13 +85,19 @@ def _epoch_to_ts(values) -> pd.Series:
     return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s")
 
 
-def _frame(records: list[dict], names: list[str], ts_cols: tuple[str, ...], seq_col: str | None) -> pd.DataFrame:
+def _as_json_text(values) -> list:
+    return [v if v is None or isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
+
+
+def _frame(records: list[dict], names: list[str], ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records)
     for n in names:
         if n not in df.columns:
             df[n] = None
     for c in ts_cols:
         df[c] = _epoch_to_ts(df[c])
+    for c in json_cols:
+        df[c] = _as_json_text(df[c])
     return df[names]
 
 
@@ -157,7 +169,7 @@ class DecisionLog:
         self._seq = max([s for s, _ in remaining] + [s for s, _ in segs] + [0])
         return info
 
-    def _flush_segments(self, segs: list[tuple[int, Path]]) -> dict:
+    def _flush_segments(self, segs: list[tuple[int, Path]], con=None) -> dict:
         decisions, rewards, activations, seg_rows = [], [], [], []
         torn = 0
         for seq, path in segs:
@@ -174,19 +186,22 @@ class DecisionLog:
                     activations.append(r)
             seg_rows.append((seq, len(records)))
         n_records = len(decisions) + len(rewards) + len(activations)
-        con = connect(self.store, self.lock_timeout_s)
+        own = con is None
+        if own:
+            con = connect(self.store, self.lock_timeout_s)
         try:
             before = self._counts(con)
             con.execute("BEGIN TRANSACTION")
             try:
                 if decisions:
-                    df = _frame(decisions, _DECISION_NAMES, ("ts",), "wal_segment").drop_duplicates("event_id")
+                    df = _frame(decisions, _DECISION_NAMES, ("ts",), ("context", "probabilities", "action_value"))
+                    df = df.drop_duplicates("event_id")
                     con.register("__serve_d", df)
                     con.execute(f"INSERT OR IGNORE INTO decisions ({', '.join(_DECISION_NAMES)}) "
                                 f"SELECT {', '.join(_DECISION_NAMES)} FROM __serve_d")
                     con.unregister("__serve_d")
                 if rewards:
-                    df = _frame(rewards, _REWARD_NAMES, ("received_at",), None).drop_duplicates("reward_id")
+                    df = _frame(rewards, _REWARD_NAMES, ("received_at",), ("components",)).drop_duplicates("reward_id")
                     con.register("__serve_r", df)
                     con.execute(f"INSERT OR IGNORE INTO rewards ({', '.join(_REWARD_NAMES)}) "
                                 f"SELECT {', '.join(_REWARD_NAMES)} FROM __serve_r")
@@ -207,7 +222,8 @@ class DecisionLog:
                 raise
             after = self._counts(con)
         finally:
-            con.close()
+            if own:
+                con.close()
         for _, path in segs:
             path.unlink(missing_ok=True)
         _fsync_dir(self.wal_dir)
@@ -226,15 +242,21 @@ class DecisionLog:
                 current = self._seq
             segs = [(s, p) for s, p in self._segments() if s < current]
             info = {"segments": 0, "records": 0, "inserted": 0, "torn": 0}
+            if not segs and (self.on_flush is None or self._store_signature() == self._signature):
+                # nothing to move, and nobody wrote the store since we last closed it: no need to poll
+                self.last_flush_error = None
+                self.last_flush_at = time.time()
+                return info
             try:
-                if segs:
-                    info = self._flush_segments(segs)
-                if self.on_flush is not None:
-                    con = connect(self.store, self.lock_timeout_s)
-                    try:
+                con = connect(self.store, self.lock_timeout_s)
+                try:
+                    if segs:
+                        info = self._flush_segments(segs, con)
+                    if self.on_flush is not None:
                         self.on_flush(con)
-                    finally:
-                        con.close()
+                finally:
+                    con.close()
+                    self._signature = self._store_signature()
                 self.last_flush_error = None
                 self.last_flush_at = time.time()
             except StoreBusy as err:
@@ -244,6 +266,19 @@ class DecisionLog:
                 self.last_flush_error = f"{type(err).__name__}: {err}"
                 log.exception("flush failed; the segments stay on disk and are retried")
             return info
+
+    _signature: tuple | None = None
+
+    def _store_signature(self) -> tuple:
+        """(mtime_ns, size) of the store file and DuckDB's own WAL beside it: changes when anyone writes."""
+        out = []
+        for p in (self.store, Path(str(self.store) + ".wal")):
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
 
     # ------------------------------------------------------------------ threads
 
@@ -259,7 +294,7 @@ class DecisionLog:
     def submit(self, records: list[dict]) -> cf.Future:
         """Queue ``records`` (dicts with a ``"k"`` key); the future completes once they are fsync'd."""
         fut: cf.Future = cf.Future()
-        data = b"".join(json.dumps(r, separators=(",", ":"), allow_nan=False).encode() + b"\n" for r in records)
+        data = json.dumps(records, separators=(",", ":"), allow_nan=False).encode() + b"\n"
         self.submitted += len(records)
         self._q.put((data, len(records), fut))
         return fut

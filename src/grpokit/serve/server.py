@@ -33,6 +33,9 @@ def run_server(config: ServeConfig, policy_path: str | Path | None = None, *, to
     torch.set_num_threads(config.torch_threads)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(config, policy_path, token_file=token_file, admin_token_file=admin_token_file)
+    import gc
+
+    gc.freeze()  # the start-up objects (torch, the event index) stay out of later collections
     state = app.state.serve
     logging.getLogger("grpokit.serve").warning(
         "serving %s on http://%s:%d (store %s, log %s, epsilon %g, mode %s, rollout %s)%s",
