@@ -82,3 +82,12 @@ def test_bad_input_and_not_fitted():
 
 def test_version():
     assert isinstance(grpokit.__version__, str) and grpokit.__version__
+
+
+def test_every_trainer_field_is_documented():
+    from grpokit.config import AdvantageConfig, GRPOConfig
+
+    for model in (GRPOConfig, AdvantageConfig):
+        missing = [n for n, f in model.model_fields.items() if not f.description]
+        assert not missing, f"{model.__name__} fields without a description: {missing}"
+        assert all(f"``{n}``" in model.__doc__ for n in model.model_fields)  # listed in help()

@@ -121,11 +121,17 @@ class GRPOConfig(_Strict):
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
     reward_weights: dict[str, Real] = Field(default_factory=dict)  #: per named reward component
     reward_combine: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
-    budget: float | None = Field(None, gt=0)  #: allowed expected spend per decision (Lagrange-constrained)
-    budget_lr: float = Field(0.5, gt=0)  #: dual step: λ ← max(0, λ + budget_lr · (spend − budget) / budget)
-    eval_every: int = Field(10, ge=1)
-    eval_size: int = Field(4096, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
+    budget: Real | None = Field(None, gt=0)  #: allowed expected spend per decision (Lagrange-constrained)
+    budget_lr: Real = Field(0.5, gt=0)  #: dual step: λ ← max(0, λ + budget_lr · (spend − budget) / budget)
+    budget_kp: float = Field(0.0, ge=0)  #: proportional gain of the PI multiplier (0: plain dual ascent)
+    budget_ema: float = Field(0.0, ge=0, lt=1)  #: smoothing of the overspend in the proportional term
+    budget_decay: float = Field(0.0, ge=0)  #: dual step at update t: budget_lr / (1 + budget_decay · t)
+    #: spend the multiplier tracks: "deployed" (the mode decision of each batch context, what production
+    #: spends) or "sampled" (the mean over the G sampled decisions)
+    budget_spend: Literal["deployed", "sampled"] = "deployed"
+    eval_every: Int = Field(10, ge=1)
+    eval_size: Int = Field(4096, ge=1)
+    checkpoint_every: Int = Field(100, ge=1)
 
     @field_validator("device")
     @classmethod
@@ -133,6 +139,54 @@ class GRPOConfig(_Strict):
         if v not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:[0-9]+", v):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N (N a GPU index), got {v!r}")
         return v
+
+
+#: what every trainer knob means; attached as pydantic Field descriptions (JSON schema) and listed in
+#: help(GRPOConfig) / help(AdvantageConfig), as TRL documents its configs
+_DESCRIPTIONS = {
+    AdvantageConfig: {
+        "name": "advantage estimator: grpo (per-context std), dr_grpo (no std division), rank (percentile "
+                "ranks) or pgrpo (each preference group's reward history); 'grpokit learn' uses pgrpo unless set",
+        "scale": "grpo only: divide by the std of the context's G rewards (group), of the batch, or not (none)",
+        "eps": "added to the std before dividing",
+        "min_history": "pgrpo: rewards a preference group needs before its history replaces the group baseline",
+        "decay": "pgrpo: the history's old statistics are multiplied by this before each batch (1 = no forgetting)",
+    },
+    GRPOConfig: {
+        "seed": "seeds torch, the context sampler and every random draw of the run",
+        "device": "auto (CUDA when available), cpu, cuda, cuda:N or mps",
+        "steps": "optimizer steps (one sampled batch each)",
+        "batch_size": "B contexts sampled per step",
+        "group_size": "G actions sampled per context; the advantages compare these G",
+        "lr": "Adam learning rate",
+        "num_iterations": "optimizer passes over each sampled batch (> 1 makes the clipping matter)",
+        "clip_low": "PPO-style clip: the ratio may fall to 1 - clip_low",
+        "clip_high": "PPO-style clip: the ratio may rise to 1 + clip_high",
+        "beta": "weight of the k3 KL penalty to the frozen reference policy (0: no reference is built)",
+        "ent_coef": "entropy bonus weight (> 0 keeps the policy exploring; guards against collapse)",
+        "max_grad_norm": "gradient-norm clip",
+        "advantage": "how rewards [B, G] become advantages (AdvantageConfig)",
+        "reward_weights": "weight of each named reward component in the total reward",
+        "reward_combine": "sum the weighted components then normalize, or normalize each then sum",
+        "budget": "allowed expected spend per decision (Lagrangian constraint); None: no budget",
+        "budget_lr": "dual step of the budget multiplier λ",
+        "budget_kp": "proportional gain of the PI multiplier (0: plain dual ascent)",
+        "budget_ema": "smoothing of the overspend in the proportional term",
+        "budget_decay": "dual step at update t: budget_lr / (1 + budget_decay · t)",
+        "budget_spend": "spend the multiplier tracks: deployed (mode decision) or sampled (mean over the G samples)",
+        "eval_every": "evaluate on the scenario's held-out contexts every this many steps",
+        "eval_size": "held-out contexts of that evaluation",
+        "checkpoint_every": "write checkpoint.pt every this many steps (with an out_dir)",
+    },
+}
+for _model, _texts in _DESCRIPTIONS.items():
+    for _name, _text in _texts.items():
+        if _name in _model.model_fields:
+            _model.model_fields[_name].description = _text
+    _model.model_rebuild(force=True)
+    _model.__doc__ = (_model.__doc__ or "") + "\n\n    Fields:\n\n" + "\n".join(
+        f"    - ``{n}`` (default {f.default if f.default_factory is None else f.default_factory()!r}): "
+        f"{f.description or ''}" for n, f in _model.model_fields.items())
 
 
 class PolicyConfig(_Strict):
