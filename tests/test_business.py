@@ -22,7 +22,7 @@ def test_marketing_run(tmp_path):
                             "--store", str(tmp_path / "s.duckdb"), *SMALL])
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())
-    names = {"grpo", "grpo_ignoring_spillover", "random", "best_single", "propensity", "t_learner", "x_learner", "oracle"}
+    names = {"grpo", "grpo_ignoring_spillover", "no_offer", "random", "best_single", "propensity", "t_learner", "x_learner", "oracle"}
     assert set(s["policies"]) == names
     for block in s["policies"].values():
         assert {"value", "per_group", "spend", "offer_rate_sure_things"} <= set(block)
@@ -96,12 +96,12 @@ def test_scenario_simulate_and_evaluate_agree_with_monte_carlo(tmp_path):
     # bad assignments
     assign.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     r = runner.invoke(app, ["scenario", "evaluate", "--assignment", str(tmp_path / "short.csv"), "--json", str(out), "--n", "3000", *sets])
-    assert r.exit_code == 2 and "exactly one action" in r.output
+    assert r.exit_code == 2 and "gives decisions to 2999 units, the population has 3000" in r.output
     bad = assign.copy()
     bad.loc[7, "action"] = 9
     bad.to_csv(tmp_path / "bad.csv", index=False)
     r = runner.invoke(app, ["scenario", "evaluate", "--assignment", str(tmp_path / "bad.csv"), "--json", str(out), "--n", "3000", *sets])
-    assert r.exit_code == 2 and "unit_id 7" in r.output
+    assert r.exit_code == 2 and "decision_id 7: 9 is not a code 0..4" in r.output
 
 
 def test_marketing_learned_from_logs_reports_off_policy_values(tmp_path):

@@ -67,7 +67,7 @@ def test_report_is_self_contained(tmp_path):
     assert "Marketing &lt;run&gt;" in text  # escaped
     assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
     joined = " ".join(parser.text)
-    assert "1.2500" in joined and "north" in joined and "fidelity" in joined
+    assert "1.25" in joined and "[1.20, 1.30]" in joined and "north" in joined and "fidelity" in joined
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed (apt-get install chromium)")

@@ -34,30 +34,86 @@ def evaluate_assignment(scenario: Scenario, contexts: Contexts, actions: torch.T
     return evaluate_actions(scenario, contexts, actions)
 
 
-def _baseline_assignments(scenario: Scenario, contexts: Contexts, cfg) -> dict[str, torch.Tensor]:
-    """The baselines that apply to this scenario, each as one decision per evaluation unit."""
-    out: dict[str, torch.Tensor] = {}
-    n = len(contexts)
+def _fit_baselines(scenario: Scenario, cfg, log=None) -> dict:
+    """The baselines that apply to this scenario, fitted once: name -> decide(features ``[n, d]``
+    numpy) -> decisions ``[n]`` (or ``[n, k]``). ``log``: the A/B log the learned baselines are fitted
+    on (:class:`LoggedDecisions`; default: simulated with seed ``evaluation.seed + 101``)."""
+    out: dict = {}
     kind = scenario.action_spec["kind"]
     if kind == "categorical" and hasattr(scenario, "simulate_log"):
         from grpokit.baselines import make_baseline
-        from grpokit.offline.io import read_log
 
-        df = scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 101)
-        log = read_log(df, scenario.log_schema())
-        x_eval = contexts.obs.double().cpu().numpy()
+        log = log if log is not None else _simulated_log(scenario, cfg)
+        out["no_offer"] = lambda x: torch.zeros(len(x), dtype=torch.long)  # the control: action 0 for everyone
         for name in cfg.baselines:
             b = make_baseline(name, scenario.action_spec["n_actions"], control=0, seed=cfg.seed)
             b.fit(log.features, log.action, log.reward)
-            out[name] = torch.as_tensor(b.decide(x_eval), dtype=torch.long)
+            out[name] = lambda x, b=b: torch.as_tensor(b.decide(np.asarray(x, dtype=np.float64)), dtype=torch.long)
     elif kind == "beta" and hasattr(scenario, "best_fixed_price"):
-        out["best_fixed_price"] = torch.full((n,), float(scenario.best_fixed_price(seed=cfg.seed + 101)))
+        price = float(scenario.best_fixed_price(seed=cfg.seed + 101))
+        out["best_fixed_price"] = lambda x: torch.full((len(x),), price)
     elif kind == "dirichlet":
         k = scenario.action_spec["n_components"]
-        out["equal_split"] = torch.full((n, k), 1.0 / k)
+        out["equal_split"] = lambda x: torch.full((len(x), k), 1.0 / k)
         if hasattr(scenario, "best_fixed_split"):
-            out["best_fixed_split"] = scenario.best_fixed_split(seed=cfg.seed + 101).float().expand(n, k).clone()
+            split = scenario.best_fixed_split(seed=cfg.seed + 101).float()
+            out["best_fixed_split"] = lambda x: split.expand(len(x), k).clone()
     return out
+
+
+def _baseline_assignments(scenario: Scenario, contexts: Contexts, cfg, log=None) -> dict[str, torch.Tensor]:
+    """The baselines that apply to this scenario, each as one decision per evaluation unit."""
+    x = contexts.obs.double().cpu().numpy()
+    return {name: decide(x) for name, decide in _fit_baselines(scenario, cfg, log).items()}
+
+
+def _simulated_log(scenario: Scenario, cfg, offset: int = 101):
+    """The simulated A/B log of ``evaluation.log_size`` decisions, seed ``evaluation.seed + offset``."""
+    from grpokit.offline.io import read_log
+
+    return read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + offset), _log_schema(scenario))
+
+
+def _log_schema(scenario: Scenario):
+    """The scenario's log schema with its feature columns named (no other column is ever a feature)."""
+    schema = scenario.log_schema()
+    names = getattr(scenario, "feature_names", None)
+    return schema.model_copy(update={"features": list(names)}) if names else schema
+
+
+def read_ab_log(scenario: Scenario, source):
+    """An external A/B log for ``grpokit run --log FILE`` (parquet/CSV path or DataFrame), in the
+    scenario's log schema (the columns ``grpokit scenario simulate`` writes: the feature columns,
+    ``group``, ``action``, ``reward``, ``pscore``; ``decision_id`` optional). Actions and cohorts may
+    be codes or names (``"10% off"``, ``"north/web"``). Returns :class:`LoggedDecisions`."""
+    import pandas as pd
+
+    from grpokit.evaluation.decisions import action_codes
+    from grpokit.offline.io import read_log
+
+    if not hasattr(scenario, "simulate_log"):
+        raise ValueError(f"--log: scenario {scenario.name!r} does not learn from A/B logs")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ValueError(f"--log: {path} does not exist")
+        if path.suffix not in (".parquet", ".csv"):
+            raise ValueError(f"--log: {path.name} must be .parquet or .csv")
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    else:
+        df = source.copy()
+    features = list(getattr(scenario, "feature_names", []) or [])
+    missing = [c for c in [*features, "action", "reward", "pscore"] if c not in df.columns]
+    if missing:
+        raise ValueError(f"--log: the log has no column(s) {missing} that scenario {scenario.name!r} needs "
+                         f"(grpokit scenario simulate writes them); its columns: {list(df.columns)[:20]}")
+    ids = df["decision_id"].to_numpy() if "decision_id" in df.columns else None
+    names = getattr(scenario, "action_names", None)
+    df["action"] = action_codes(df["action"].to_numpy(), names, scenario.action_spec["n_actions"], ids=ids)
+    if "group" in df.columns:
+        df["group"] = action_codes(df["group"].to_numpy(), list(scenario.group_names), scenario.n_groups,
+                                   ids=ids, column="group")
+    return read_log(df, _log_schema(scenario))
 
 
 def cluster_pilot(
@@ -159,7 +215,7 @@ def _baseline_names(scenario: Scenario, cfg) -> list[str]:
     """Names of the baselines :func:`_baseline_assignments` produces for this scenario."""
     kind = scenario.action_spec["kind"]
     if kind == "categorical" and hasattr(scenario, "simulate_log"):
-        return list(cfg.baselines)
+        return ["no_offer", *cfg.baselines]
     if kind == "beta" and hasattr(scenario, "best_fixed_price"):
         return ["best_fixed_price"]
     if kind == "dirichlet":
@@ -183,9 +239,25 @@ def _check_evaluation_config(scenario: Scenario, config: RunConfig) -> None:
                              f"one of this scenario's baselines {names}")
 
 
-def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = False, store: str | Path | None = None) -> dict:
-    """Train, evaluate against the baselines and the oracle, pilot, report. Returns ``summary.json``'s content."""
+def run_seeds(config: RunConfig) -> dict:
+    """Every seed a run uses, derived from ``evaluation.seed`` (s) and ``grpo.seed``: written into
+    ``summary.json`` so that any figure can be recomputed (docs/business.md, "Seeds")."""
+    s = config.evaluation.seed
+    return {"evaluation.seed": s, "grpo.seed": config.grpo.seed, "ab_log": s + 101, "population": s + 7,
+            "pilot_population": s + 11, "pilot_assignment": s + 13, "held_out_log": s + 202, "baselines": s}
+
+
+def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = False, store: str | Path | None = None,
+                 log=None) -> dict:
+    """Train, evaluate against the baselines and the oracle, pilot, report. Returns ``summary.json``'s content.
+
+    ``log``: an external A/B log (path or DataFrame, see :func:`read_ab_log`) the learned
+    baselines (and with ``evaluation.train_on = "logs"`` GRPO too) are fitted on, instead of the
+    simulated one: every tool can then be trained on the same file.
+    """
+    from grpokit.evaluation.decisions import write_decisions
     from grpokit.evaluation.explain import explain_policy
+    from grpokit.evaluation.population import population, population_info
     from grpokit.evaluation.report import write_report
 
     cfg = config.evaluation
@@ -194,13 +266,20 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         raise FileExistsError(f"{out} already holds a run: choose another --out")
     scenario = scenario_from_config(config.scenario)
     _check_evaluation_config(scenario, config)  # fail before any training
+    seeds = run_seeds(config)
+    ab_log, log_info = None, None
+    if log is not None:
+        ab_log = read_ab_log(scenario, log)  # fail before any training
+        log_info = {"source": str(log) if isinstance(log, (str, Path)) else "DataFrame", "rows": len(ab_log.action)}
+    elif hasattr(scenario, "simulate_log") and scenario.action_spec["kind"] == "categorical":
+        log_info = {"source": "simulated", "rows": cfg.log_size, "policy": cfg.log_policy, "seed": seeds["ab_log"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(config_to_toml(config))
     (out / "metrics.jsonl").write_text("")
     t0 = time.perf_counter()
     trainer = None
     if cfg.train_on == "logs":
-        policy, train_summary = _learn_from_simulated_log(scenario, config)
+        policy, train_summary = _learn_from_simulated_log(scenario, config, ab_log)
     else:
         trainer = build_trainer(config, out, progress)
         trainer.summary_file = "train_summary.json"  # summary.json is this pipeline's, written last
@@ -209,8 +288,8 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         scenario = trainer.scenario
     train_seconds = time.perf_counter() - t0
 
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 7)
-    contexts = scenario.sample_contexts(cfg.eval_size, eval_gen)
+    contexts = population(scenario, cfg.eval_size, seeds["population"])
+    pop = population_info(contexts, seeds["population"])
     with torch.no_grad():
         policy_cpu = policy.to("cpu").eval()
         grpo_actions = policy_cpu.act(contexts.obs, contexts.group, contexts.mask)
@@ -228,12 +307,15 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
             assignments["grpo_ignoring_spillover"] = blind_trainer.policy.to("cpu").act(
                 contexts.obs, contexts.group, contexts.mask
             )
-    assignments.update(_baseline_assignments(scenario, contexts, cfg))
+    deciders = _fit_baselines(scenario, cfg, ab_log)
+    x_eval = contexts.obs.double().cpu().numpy()
+    assignments.update({name: decide(x_eval) for name, decide in deciders.items()})
     oracle = scenario.oracle_actions(contexts)
     if oracle is not None:
         assignments["oracle"] = oracle
 
     policies = {name: evaluate_assignment(scenario, contexts, a) for name, a in assignments.items()}
+    current_name = cfg.current_policy if cfg.current_policy in policies else None
     for name, block in policies.items():
         if "oracle" in policies and policies["oracle"]["value"]:
             block["share_of_oracle"] = block["value"] / policies["oracle"]["value"]
@@ -241,10 +323,12 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         for key in ("sure_things", "sure_thing"):
             if key in rates:
                 block["offer_rate_sure_things"] = rates[key]
+    lift_shares(policies, current=current_name)
+    _sampling_intervals(scenario, contexts, assignments, policies, current_name)
     reference = "random" if "random" in policies else next((n for n in policies if n not in ("grpo", "oracle")), None)
     _fairness(policies, reference)
     if cfg.train_on == "logs":
-        _off_policy_values(scenario, config, policies, {k: v for k, v in assignments.items() if k != "oracle"}, policy)
+        _off_policy_values(scenario, config, policies, deciders, policy, ab_log)
 
     summary: dict = {
         "scenario": scenario.name,
@@ -254,6 +338,10 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "decisions": train_summary["decisions"],
         "eval_units": cfg.eval_size,
         "oracle_kind": getattr(scenario, "oracle_kind", "exact"),
+        "seeds": seeds,
+        "population": {**pop, "command": f"grpokit scenario evaluate CONFIG --n {pop['n']} --seed {pop['seed']}"},
+        "ab_log": log_info,
+        "lift_references": {"no_offer": "no_offer" if "no_offer" in policies else None, "current": current_name},
         "policies": policies,
     }
     if trainer is not None and trainer.budget is not None:
@@ -263,12 +351,11 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         current = assignments.get(cfg.current_policy)
         if current is None:
             raise ValueError(f"evaluation.current_policy = {cfg.current_policy!r} is not among {sorted(assignments)}")
-        pilot_gen = torch.Generator().manual_seed(cfg.seed + 11)
-        pilot_ctx = scenario.sample_contexts(cfg.pilot_size, pilot_gen)
+        pilot_ctx = population(scenario, cfg.pilot_size, seeds["pilot_population"])
         with torch.no_grad():
             new = policy_cpu.act(pilot_ctx.obs, pilot_ctx.group, pilot_ctx.mask)
-        cur = _decide_like(cfg.current_policy, assignments, scenario, pilot_ctx, cfg)
-        summary["pilot"] = cluster_pilot(scenario, pilot_ctx, new, cur, seed=cfg.seed + 13)
+        cur = _decide_like(cfg.current_policy, deciders, pilot_ctx)
+        summary["pilot"] = cluster_pilot(scenario, pilot_ctx, new, cur, seed=seeds["pilot_assignment"])
         summary["pilot"]["current_policy"] = cfg.current_policy
 
     explanation = None
@@ -278,32 +365,76 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
                                      getattr(scenario, "action_names", None), max_depth=cfg.tree_depth, seed=cfg.seed)
         summary["explanation"] = {"fidelity": explanation["fidelity"], "depth": explanation["depth"]}
     summary["assignment"] = _assignment_table(scenario, contexts, grpo_actions)
+    if scenario.action_spec["kind"] in ("categorical", "beta"):  # scoreable by `grpokit scenario evaluate`
+        names = getattr(scenario, "action_names", None) if scenario.action_spec["kind"] == "categorical" else None
+        for name, a in assignments.items():
+            write_decisions(out / "decisions" / f"{name}.parquet", a.cpu().numpy(), population=pop,
+                            action_names=names, policy=name, seeds=seeds)
+        summary["decision_files"] = str(out / "decisions")
 
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     curves = {"training reward": [(r["step"], r["reward_mean"]) for r in rows if "reward_mean" in r],
               "true value (eval)": [(r["step"], r["eval/value"]) for r in rows if "eval/value" in r]}
     notes = [f"scenario {scenario.name}; {summary['steps']} steps, {summary['decisions']:,} scored decisions, "
              f"{train_seconds:.1f} s of training; values are true expected values per unit on {cfg.eval_size:,} units"]
-    if "pilot" in summary:
-        p = summary["pilot"]
-        notes.append(f"pilot: {p['cohorts_new']} cohorts on the new policy vs {p['cohorts_current']} on "
-                     f"{p['current_policy']}: difference {p['difference']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}]")
+    notes.append(f"evaluation population: {pop['n']:,} units, seed {pop['seed']}, fingerprint {pop['fingerprint']} "
+                 f"({summary['population']['command']}); seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items()))
+    if log_info:
+        notes.append("baselines fitted on " + (f"the A/B log {log_info['source']} ({log_info['rows']:,} rows)"
+                     if log_info["source"] != "simulated" else
+                     f"a simulated {log_info['policy']} A/B log of {log_info['rows']:,} decisions (seed {log_info['seed']})"))
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
-                 assignment=summary["assignment"], explanation=explanation, notes=notes)
+                 assignment=summary["assignment"], explanation=explanation, notes=notes,
+                 headline=business_headline(summary), value_label="true expected value per unit")
     summary["report"] = str(out / "report.html")
     atomic_write_json(out / "summary.json", summary)
     return summary
 
 
-def _learn_from_simulated_log(scenario: Scenario, config: RunConfig):
+def business_headline(summary: dict, policy: str = "grpo") -> list[str]:
+    """The lines a manager reads first: the new policy's value with its interval and shares, its
+    difference with the current policy, and the pilot's verdict."""
+    from grpokit.evaluation.report import fmt_ci, fmt_num, fmt_pct
+
+    p = summary["policies"].get(policy)
+    if p is None:
+        return []
+    lines = [f"{policy}: {fmt_num(p['value'])} per unit {fmt_ci(p.get('ci_low'), p.get('ci_high'))}".rstrip()]
+    shares = []
+    if p.get("share_of_oracle") is not None:
+        shares.append(f"{fmt_pct(p['share_of_oracle'])} of the oracle's value")
+    if p.get("lift_share_vs_no_offer") is not None:
+        shares.append(f"{fmt_pct(p['lift_share_vs_no_offer'])} of the oracle's lift over no offer")
+    ref = (summary.get("lift_references") or {}).get("current")
+    if p.get("lift_share_vs_current") is not None:
+        shares.append(f"{fmt_pct(p['lift_share_vs_current'])} of its lift over the current policy ({ref})")
+    if shares:
+        lines[0] += ": " + ", ".join(shares)
+    d = p.get("vs_current")
+    if d:
+        base = summary["policies"][d["policy"]]["value"]
+        rel = f" ({d['difference'] / base:+.1%})" if base else ""
+        verdict = ("better" if d["ci_low"] > 0 else "worse" if d["ci_high"] < 0 else "not distinguishable")
+        lines.append(f"vs the current policy ({d['policy']}): {d['difference']:+.2f} per unit{rel}, 95 % CI "
+                     f"{fmt_ci(d['ci_low'], d['ci_high'])} on the same units: {verdict}")
+    pl = summary.get("pilot")
+    if pl:
+        verdict = "separates from 0" if (pl["ci_low"] > 0 or pl["ci_high"] < 0) else "inconclusive (the interval covers 0)"
+        lines.append(f"cohort pilot ({pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on {pl['current_policy']}): "
+                     f"difference {fmt_num(pl['difference'])} {fmt_ci(pl['ci_low'], pl['ci_high'])}, {verdict}; "
+                     f"true effect {fmt_num(pl['true_effect'])}")
+    return lines
+
+
+def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
     """Learn from logs, as a business without a simulator would: a cross-fitted outcome model on the
-    A/B log (the one the baselines see) scores the G actions GRPO samples per logged context."""
-    from grpokit.offline.io import read_log
+    A/B log (the one the baselines see: ``log``, default the simulated one) scores the G actions
+    GRPO samples per logged context."""
     from grpokit.offline.learn import learn_from_outcome_model
     from grpokit.offline.outcome import OutcomeModel
 
     cfg = config.evaluation
-    log = read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 101), scenario.log_schema())
+    log = log if log is not None else _simulated_log(scenario, cfg)
     model = OutcomeModel(log.n_actions, "gbm", seed=cfg.seed).fit(log.features, log.action, log.reward)
     policy, summary = learn_from_outcome_model(
         log.features, model.predict_crossfit(), config.grpo, config.policy,
@@ -312,21 +443,18 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig):
     return policy, summary
 
 
-def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, assignments: dict, policy) -> None:
+def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, deciders: dict, policy, train=None) -> None:
     """What a business without a simulator would report: DR estimates with CIs on a held-out A/B log.
 
     Stored as ``policies.<name>.off_policy.{value, ci_low, ci_high}`` next to the simulator's ground
     truth ``value``. Spillover violates the no-interference assumption of off-policy estimators,
     so with spillover the estimates are biased: compare them with ``value``.
     """
-    from grpokit.baselines import make_baseline
     from grpokit.offline.estimators import estimate_value
-    from grpokit.offline.io import read_log
     from grpokit.offline.outcome import OutcomeModel
 
     cfg = config.evaluation
-    train = read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 101), scenario.log_schema())
-    test = read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + 202), scenario.log_schema())
+    test = _simulated_log(scenario, cfg, offset=202)
     n_actions = test.n_actions
     reward_hat = OutcomeModel(n_actions, "gbm", seed=cfg.seed).fit(test.features, test.action, test.reward).predict_crossfit()
     x = torch.as_tensor(test.features, dtype=torch.float32)
@@ -334,11 +462,8 @@ def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, as
     decisions: dict[str, np.ndarray] = {}
     with torch.no_grad():
         decisions["grpo"] = policy.act(x, g).numpy()
-    for name in assignments:
-        if name in ("grpo", "grpo_ignoring_spillover"):
-            continue
-        b = make_baseline(name, n_actions, control=0, seed=cfg.seed).fit(train.features, train.action, train.reward)
-        decisions[name] = b.decide(test.features)
+    for name, decide in deciders.items():  # fitted once, on the training log
+        decisions[name] = decide(test.features).numpy()
     for name, d in decisions.items():
         target = np.zeros((len(d), n_actions))
         target[np.arange(len(d)), d] = 1.0
@@ -348,11 +473,64 @@ def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, as
                                         "ci_high": res.ci_high, "log_size": len(test)}
 
 
-def _decide_like(name: str, assignments: dict, scenario: Scenario, contexts: Contexts, cfg) -> torch.Tensor:
-    """The current policy's decisions on new units (refit baselines decide per unit; constants repeat)."""
+def _decide_like(name: str, deciders: dict, contexts: Contexts) -> torch.Tensor:
+    """The current policy's decisions on new units (the fitted baselines decide per unit; constants repeat)."""
     if name in ("grpo", "oracle"):
         raise ValueError(f"the current policy of a pilot cannot be {name!r}")
-    fresh = _baseline_assignments(scenario, contexts, cfg)
-    if name not in fresh:
-        raise ValueError(f"unknown current policy {name!r}; choose one of {sorted(fresh)}")
-    return fresh[name]
+    if name not in deciders:
+        raise ValueError(f"unknown current policy {name!r}; choose one of {sorted(deciders)}")
+    return deciders[name](contexts.obs.double().cpu().numpy())
+
+
+def lift_shares(policies: dict, *, current: str | None = None, no_offer: str = "no_offer", oracle: str = "oracle") -> None:
+    """Share of the oracle's lift over a reference that each policy captures, in place:
+
+    ``lift_share_vs_no_offer`` = (V − V_no_offer) / (V_oracle − V_no_offer) and ``lift_share_vs_current``
+    = (V − V_current) / (V_oracle − V_current); None when the reference or the oracle is missing or
+    the oracle does not beat the reference. 1 = the oracle's lift, 0 = no better than the reference,
+    < 0 = worse than it.
+    """
+    if oracle not in policies:
+        return
+    top = policies[oracle]["value"]
+    for key, ref in (("lift_share_vs_no_offer", no_offer), ("lift_share_vs_current", current)):
+        if ref is None or ref not in policies:
+            continue
+        base = policies[ref]["value"]
+        for block in policies.values():
+            block[key] = (block["value"] - base) / (top - base) if top - base > 1e-12 else None
+
+
+def _sampling_intervals(scenario: Scenario, contexts: Contexts, assignments: dict, policies: dict,
+                        current: str | None, z: float = 1.959964) -> None:
+    """95 % normal intervals for the value of the customer base the evaluation units are drawn from:
+    value ± z · sd(per-unit expected value) / √n, overall and per cohort (``per_group_ci``), and the
+    paired difference with the current policy (``vs_current``). Skipped where a policy's per-unit
+    expected values do not average to its value (joint effects that are not per unit)."""
+    units: dict[str, torch.Tensor] = {}
+    for name, a in assignments.items():
+        if a.ndim > 1 and scenario.action_spec["kind"] != "dirichlet":
+            continue
+        with torch.no_grad():
+            v = scenario.expected_reward(contexts, a.unsqueeze(1))[:, 0].double().cpu()
+        value = policies[name]["value"]
+        if abs(float(v.mean()) - value) > 1e-4 * max(1.0, abs(value)):
+            continue
+        units[name] = v
+    group = contexts.group.cpu()
+    for name, v in units.items():
+        block = policies[name]
+        se = float(v.std()) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+        block["ci_low"], block["ci_high"] = block["value"] - z * se, block["value"] + z * se
+        block["ci_kind"] = "95 % normal interval over the evaluation units (population sampling)"
+        per = {}
+        for g, gname in enumerate(scenario.group_names):
+            rows = v[group == g]
+            if len(rows) > 1:
+                m, s_ = float(rows.mean()), float(rows.std()) / math.sqrt(len(rows))
+                per[gname] = [m - z * s_, m + z * s_]
+        block["per_group_ci"] = per
+        if current in units and name != current:
+            dse = float((v - units[current]).std()) / math.sqrt(len(v))
+            diff = block["value"] - policies[current]["value"]  # exact; the per-unit values give its se
+            block["vs_current"] = {"policy": current, "difference": diff, "ci_low": diff - z * dse, "ci_high": diff + z * dse}

@@ -28,11 +28,11 @@ def _scenario(config: Optional[Path], set_: Optional[List[str]]):
 
 @scenario_app.command("simulate")
 def scenario_simulate(
-    config: Optional[Path] = typer.Argument(None, help="TOML run file (its [scenario] is used)"),
+    config: Optional[Path] = typer.Argument(None, help="TOML run file (its \\[scenario] is used)"),
     out: Path = typer.Option(..., "--out", help="Where to write the log (.parquet or .csv)"),
     n: int = typer.Option(20000, "--n", min=1, help="Number of logged decisions"),
     policy: str = typer.Option("uniform", "--policy", help="Logging policy: uniform (A/B; search: random weights per request), targeting, or default (search: the production weights)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the logged units and their outcomes (the log's units are the population `scenario evaluate --n N --seed S` scores)"),
     set_: Optional[List[str]] = SetOption,
 ) -> None:
     """Write a logged dataset (with propensities) of the scenario under a logging policy."""
@@ -45,66 +45,81 @@ def scenario_simulate(
         df = sc.simulate_log(n, policy, seed=seed)
     except ValueError as err:
         _fail(str(err))
+    pop = None
+    if sc.name != "search":  # a log of units: state their population (the search log holds requests)
+        from grpokit.evaluation.population import population, population_info
+
+        pop = population_info(population(sc, n, seed), seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    df.to_parquet(tmp, index=False) if out.suffix == ".parquet" else df.to_csv(tmp, index=False)
+    if out.suffix == ".parquet":
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if pop is not None:
+            meta = {b"grpokit": json.dumps({"population": pop, "logging_policy": policy}).encode()}
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+        pq.write_table(table, tmp)
+    else:
+        df.to_csv(tmp, index=False)
     tmp.replace(out)
     console.print(f"wrote {len(df):,} decisions to [bold]{out}[/] (columns: {', '.join(df.columns[:8])}, ...)")
+    if pop is not None:
+        console.print(f"units: population {pop['fingerprint']} (n {n}, seed {seed}); score decisions for them with "
+                      f"`grpokit scenario evaluate --n {n} --seed {seed}`")
 
 
 @scenario_app.command("evaluate")
 def scenario_evaluate(
-    config: Optional[Path] = typer.Argument(None, help="TOML run file (its [scenario] is used)"),
-    assignment: Path = typer.Option(..., "--assignment", help="parquet/CSV with unit_id and action columns"),
+    config: Optional[Path] = typer.Argument(None, help="TOML run file (its \\[scenario] is used)"),
+    assignment: Path = typer.Option(..., "--assignment", help="parquet/CSV with decision_id (or unit_id) and action (codes or offer names) columns"),
     json_out: Path = typer.Option(..., "--json", help="Where to write the true values"),
-    n: int = typer.Option(20000, "--n", min=1, help="Units of the evaluation population (unit ids 0..n-1)"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation population"),
+    n: int = typer.Option(20000, "--n", min=1, help="Units of the evaluation population (decision ids 0..n-1)"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation population (a `grpokit run` states its own in summary.json: population.seed)"),
     set_: Optional[List[str]] = SetOption,
 ) -> None:
     """True value of any assignment of actions to units (spillover included): score external tools' decisions.
 
-    The population is the scenario's seeded sample of N units (``grpokit scenario simulate --policy
-    uniform --seed S --n N`` shows the same units' features, unit_id = decision_id)."""
-    import pandas as pd
+    The population is the scenario's seeded sample of N units (``grpokit scenario simulate --seed S
+    --n N`` logs the same units, with the same decision_id). A file that states its population
+    (a ``population`` column or parquet metadata, as ``grpokit run``'s RUN_DIR/decisions/ files do)
+    is refused when it does not match."""
     import torch
 
     from grpokit.business import evaluate_assignment
+    from grpokit.evaluation.decisions import ID_COLUMN, DecisionFileError, action_codes, read_decisions
+    from grpokit.evaluation.population import PopulationMismatch, check_population, population, population_info
 
     _, sc = _scenario(config, set_)
-    if not assignment.exists():
-        _fail(f"assignment file {assignment} does not exist")
-    df = pd.read_parquet(assignment) if assignment.suffix == ".parquet" else pd.read_csv(assignment)
-    for col in ("unit_id", "action"):
-        if col not in df.columns:
-            _fail(f"assignment file {assignment} has no {col!r} column (columns: {list(df.columns)})")
-    ids = df["unit_id"].to_numpy()
-    if len(df) != n or sorted(ids.tolist()) != list(range(n)):
-        _fail(f"the assignment must give exactly one action to each unit_id 0..{n - 1} (got {len(df)} rows)")
-    if df["action"].isna().any():
-        _fail(f"action is missing for unit_id {int(df.loc[df['action'].isna(), 'unit_id'].iloc[0])}")
     kind = sc.action_spec["kind"]
-    order = np.argsort(ids)
-    actions = df["action"].to_numpy()[order]
-    if kind == "categorical":
-        bad = ~np.isin(actions, np.arange(sc.action_spec["n_actions"]))
-        if bad.any():
-            _fail(f"unit_id {int(ids[order][bad][0])}: action {actions[bad][0]!r} is not a code 0..{sc.action_spec['n_actions'] - 1}")
-        tensor = torch.as_tensor(actions.astype(np.int64))
-    elif kind == "beta":
-        numeric = pd.to_numeric(pd.Series(actions), errors="coerce").to_numpy(dtype=np.float64)
-        low, high = sc.action_spec["low"], sc.action_spec["high"]
-        bad = ~np.isfinite(numeric) | (numeric < low) | (numeric > high)
-        if bad.any():
-            _fail(f"unit_id {int(ids[order][bad][0])}: action {actions[bad][0]!r} is not a number in [{low}, {high}]")
-        tensor = torch.as_tensor(numeric.astype(np.float32))
-    else:
+    if kind not in ("categorical", "beta"):
         _fail(f"scenario evaluate supports categorical and scalar actions, not {kind!r}")
-    gen = torch.Generator().manual_seed(seed)
-    if hasattr(sc, "simulate_log"):
-        _, contexts, _ = sc.simulate_log(n, "uniform", seed=seed, return_contexts=True)
-    else:
-        contexts = sc.sample_contexts(n, gen)
+    try:
+        df, stated = read_decisions(assignment, n)
+        contexts = population(sc, n, seed)
+        pop = population_info(contexts, seed)
+        check_population(stated, pop, source=str(assignment))
+        ids, actions = df[ID_COLUMN].to_numpy(), df["action"].to_numpy()
+        if kind == "categorical":
+            codes = action_codes(actions, getattr(sc, "action_names", None), sc.action_spec["n_actions"], ids=ids)
+            tensor = torch.as_tensor(codes)
+        else:
+            import pandas as pd
+
+            numeric = pd.to_numeric(pd.Series(actions), errors="coerce").to_numpy(dtype=np.float64)
+            low, high = sc.action_spec["low"], sc.action_spec["high"]
+            bad = ~np.isfinite(numeric) | (numeric < low) | (numeric > high)
+            if bad.any():
+                raise DecisionFileError(f"action, {ID_COLUMN} {int(ids[bad][0])}: {actions[bad][0]!r} is not a number in [{low}, {high}]")
+            tensor = torch.as_tensor(numeric.astype(np.float32))
+    except (DecisionFileError, PopulationMismatch) as err:
+        _fail(str(err))
     result = evaluate_assignment(sc, contexts, tensor)
     result["units"] = n
+    result["population"] = pop
     _write_json(json_out, result)
-    console.print(f"true value per unit: [bold]{result['value']:.5f}[/] over {n:,} units; written to {json_out}")
+    console.print(f"true value per unit: [bold]{result['value']:.5f}[/] over {n:,} units of population "
+                  f"{pop['fingerprint']} (seed {seed}); written to {json_out}")

@@ -70,13 +70,15 @@ def run(
     set_: Optional[List[str]] = SetOption,
     store: Path = StoreOption,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    log: Optional[Path] = typer.Option(None, "--log", help="An A/B log (parquet/CSV, the columns `grpokit scenario simulate` writes) "
+                                       "to fit the baselines (and, with evaluation.train_on=logs, GRPO) on instead of a simulated one"),
 ) -> None:
     """Train, compare with the baselines and the oracle per cohort, pilot, and write a report."""
     from grpokit.business import run_business
 
     cfg = _load(config, set_)
     try:
-        summary = run_business(cfg, out, progress=progress)
+        summary = run_business(cfg, out, progress=progress, log=log)
     except (FileExistsError, ValueError) as err:
         _fail(str(err))
     _record(store, "run", str(out), cfg.model_dump(mode="json"), {k: v for k, v in summary.items() if k != "assignment"})
@@ -105,6 +107,11 @@ def _print_business(summary: dict) -> None:
     table.add_column("policy")
     table.add_column("value", justify="right")
     table.add_column("/ oracle", justify="right")
+    lifts = [(k, t) for k, t in (("lift_share_vs_no_offer", "lift / none"),
+                                 ("lift_share_vs_current", f"lift / {(summary.get('lift_references') or {}).get('current')}"))
+             if any(p.get(k) is not None for p in policies.values())]
+    for _, title in lifts:
+        table.add_column(title, justify="right")
     has_ci = any("off_policy" in p for p in policies.values())
     if has_ci:
         table.add_column("DR estimate [95% CI], held-out log", justify="right")
@@ -116,7 +123,8 @@ def _print_business(summary: dict) -> None:
         table.add_column("worst cohort", justify="right")
         table.add_column("lowest cohort gain", justify="right")
     for name, p in policies.items():
-        row = [name, f"{p['value']:.4f}", f"{p['share_of_oracle']:.3f}" if "share_of_oracle" in p else ""]
+        row = [name, f"{p['value']:.3f}", f"{100 * p['share_of_oracle']:.1f} %" if "share_of_oracle" in p else ""]
+        row += [f"{100 * p[k]:.1f} %" if p.get(k) is not None else "" for k, _ in lifts]
         if has_ci:
             o = p.get("off_policy")
             row.append(f"{o['value']:.3f} [{o['ci_low']:.3f}, {o['ci_high']:.3f}]" if o else "")
@@ -129,6 +137,9 @@ def _print_business(summary: dict) -> None:
             row += [f"{min(vals):.3f}" if vals else "", f"{p['lowest_cohort_improvement']:.3f}" if "lowest_cohort_improvement" in p else ""]
         table.add_row(*row)
     console.print(table)
+    if lifts:
+        console.print("lift / X: the share of the oracle's lift over X that a policy captures, (V − V_X) / (V_oracle − V_X); "
+                      "none = no offer for anyone (docs/business.md)")
     if "pilot" in summary:
         pl = summary["pilot"]
         console.print(f"pilot ({pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on {pl['current_policy']}): "

@@ -1,5 +1,9 @@
 """A self-contained HTML report (no scripts, no external files): curves, values with CIs, cohorts,
 who gets what, and the policy's explanation. Charts are inline SVG so the page opens anywhere.
+
+Numbers carry 2-3 significant decimals (:func:`fmt_num`), shares are percentages (:func:`fmt_pct`),
+intervals are written ``value [low, high]``; wide tables scroll inside the page instead of
+overflowing it, and the per-cohort table puts the longer list (cohorts or policies) in the rows.
 """
 
 from __future__ import annotations
@@ -10,36 +14,93 @@ from pathlib import Path
 
 from grpokit.atomic import atomic_write_text
 
-__all__ = ["write_report", "line_chart_svg", "bar_chart_svg"]
+__all__ = ["write_report", "line_chart_svg", "bar_chart_svg", "table_html", "fmt_num", "fmt_pct", "fmt_ci"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:960px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1240px;padding:0 1em;color:#222}
 h1{font-size:1.6em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-.scroll{overflow-x:auto} table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.scroll{overflow-x:auto;max-width:100%} table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.2em .4em;text-align:right;white-space:nowrap} th{background:#f3f3f3;white-space:normal;overflow-wrap:anywhere;min-width:4em}
+td:first-child,th:first-child{text-align:left} .ci{color:#666;font-size:.85em} .best{font-weight:bold}
 pre{background:#f7f7f7;padding:1em;overflow-x:auto} .note{color:#555;font-size:.9em}
+.headline{background:#f4f8fc;border-left:4px solid #1f77b4;padding:.6em 1em;margin:1em 0}
+.headline li{margin:.2em 0} svg{max-width:100%;height:auto}
 """
 
-#: extra per-policy figures shown in the policy table, with their column titles
+#: per-policy figures of the policy table: key -> (column title, kind: "num" or "pct")
 _POLICY_COLUMNS = {
-    "share_of_oracle": "share of oracle",
-    "spend": "spend",
-    "offer_rate_sure_things": "offer rate, sure things",
-    "lowest_cohort_improvement": "lowest cohort gain",
-    "cohort_improvement_spread": "cohort gain spread",
+    "share_of_oracle": ("share of oracle", "pct"),
+    "lift_share_vs_no_offer": ("share of the oracle's lift over no offer", "pct"),
+    "lift_share_vs_current": ("share of the oracle's lift over the current policy", "pct"),
+    "spend": ("spend", "num"),
+    "offer_rate_sure_things": ("offer rate, sure things", "pct"),
+    "lowest_cohort_improvement": ("lowest cohort gain", "num"),
+    "cohort_improvement_spread": ("cohort gain spread", "num"),
 }
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
-def _fmt(v) -> str:
+def fmt_num(v) -> str:
+    """2-3 significant decimals: 21.36, 0.0123, 152.1, 5,444; '–' for None."""
     if v is None:
         return "–"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:,.4f}" if abs(v) < 1000 else f"{v:,.0f}"
-    return html.escape(str(v))
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return html.escape(str(v))
+    if isinstance(v, int):
+        return f"{v:,}"
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 1 or a == 0:
+        return f"{v:.2f}"
+    decimals = min(6, 2 - math.floor(math.log10(a)))
+    return f"{v:.{decimals}f}"
+
+
+def fmt_pct(v) -> str:
+    """A share as a percentage with one decimal: 0.978 -> '97.8 %'."""
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "–" if v is None else str(v)
+    return f"{100 * v:.1f} %"
+
+
+def fmt_ci(low, high, kind: str = "num") -> str:
+    """``[low, high]`` in the same format as the value."""
+    if low is None or high is None:
+        return ""
+    f = fmt_pct if kind == "pct" else fmt_num
+    return f"[{f(low)}, {f(high)}]"
+
+
+def _cell(v, kind: str = "num") -> str:
+    """A table cell's HTML: numbers formatted by kind; ``(value, low, high)`` as value with its interval below."""
+    if isinstance(v, tuple):
+        value, low, high = v
+        main = (fmt_pct if kind == "pct" else fmt_num)(value)
+        ci = fmt_ci(low, high, kind)
+        return main + (f"<br><span class='ci'>{ci}</span>" if ci else "")
+    if kind == "pct":
+        return fmt_pct(v)
+    if kind == "raw":
+        return str(v)
+    return fmt_num(v)
+
+
+def table_html(header: list[str], rows: list[list], kinds: list[str] | None = None) -> str:
+    """A scrollable table; ``kinds[j]`` formats column j ("num", "pct", or "raw" for trusted HTML)."""
+    kinds = kinds or ["num"] * len(header)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c)) if j == 0 else _cell(c, kinds[j] if j < len(kinds) else 'num')}</td>"
+                         for j, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def line_chart_svg(series: dict[str, list[tuple[float, float]]], *, width=640, height=260, title="", xlabel="step") -> str:
@@ -61,12 +122,12 @@ def line_chart_svg(series: dict[str, list[tuple[float, float]]], *, width=640, h
     def sy(y):
         return height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)
 
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>"]
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img'>"]
     out.append(f"<text x='{pad_l}' y='15' font-size='13'>{html.escape(title)}</text>")
     out.append(f"<line x1='{pad_l}' y1='{height - pad_b}' x2='{width - pad_r}' y2='{height - pad_b}' stroke='#999'/>")
     out.append(f"<line x1='{pad_l}' y1='{pad_t}' x2='{pad_l}' y2='{height - pad_b}' stroke='#999'/>")
     for y in (y0, (y0 + y1) / 2, y1):
-        out.append(f"<text x='{pad_l - 5}' y='{sy(y) + 4:.1f}' font-size='10' text-anchor='end'>{y:.4g}</text>")
+        out.append(f"<text x='{pad_l - 5}' y='{sy(y) + 4:.1f}' font-size='10' text-anchor='end'>{y:.3g}</text>")
     for x in (x0, x1):
         out.append(f"<text x='{sx(x):.1f}' y='{height - pad_b + 14}' font-size='10' text-anchor='middle'>{x:.0f}</text>")
     out.append(f"<text x='{(pad_l + width - pad_r) / 2}' y='{height - 5}' font-size='11' text-anchor='middle'>{xlabel}</text>")
@@ -82,39 +143,62 @@ def line_chart_svg(series: dict[str, list[tuple[float, float]]], *, width=640, h
     return "".join(out)
 
 
-def bar_chart_svg(values: dict[str, tuple[float, float | None, float | None]], *, width=640, title="") -> str:
-    """Horizontal bars ``name -> (value, ci_low, ci_high)`` with CI whiskers."""
+def bar_chart_svg(values: dict[str, tuple[float, float | None, float | None]], *, width=640, title="",
+                  zero: bool = True) -> str:
+    """Horizontal bars ``name -> (value, ci_low, ci_high)`` with CI whiskers (a line with end caps).
+
+    ``zero``: bars start at 0 (values); False: the axis spans the values and intervals only, with a
+    dashed line at 0 when it is in range (differences)."""
     if not values:
         return "<p class='note'>no data</p>"
-    row_h, pad_l, pad_r = 24, 130, 90
+    row_h, pad_l, pad_r = 24, 190, 150
     height = 30 + row_h * len(values)
     nums = [v for t in values.values() for v in t if v is not None and math.isfinite(v)]
-    lo, hi = min(0.0, *nums), max(0.0, *nums)
+    lo, hi = (min(0.0, *nums), max(0.0, *nums)) if zero else (min(nums), max(nums))
     if hi == lo:
         hi = lo + 1
+    if not zero:
+        span = hi - lo
+        lo, hi = lo - 0.05 * span, hi + 0.05 * span
 
     def sx(x):
         return pad_l + (x - lo) / (hi - lo) * (width - pad_l - pad_r)
 
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>"]
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img'>"]
     out.append(f"<text x='5' y='15' font-size='13'>{html.escape(title)}</text>")
+    base = sx(0.0) if lo <= 0.0 <= hi else sx(lo)
+    if not zero and lo <= 0.0 <= hi:
+        out.append(f"<line x1='{base:.1f}' y1='22' x2='{base:.1f}' y2='{height}' stroke='#888' stroke-dasharray='3,3'/>")
     for i, (name, (v, low, high)) in enumerate(values.items()):
         y = 25 + i * row_h
         colour = _COLOURS[i % len(_COLOURS)]
         out.append(f"<text x='{pad_l - 6}' y='{y + 14}' font-size='11' text-anchor='end'>{html.escape(name)}</text>")
-        x_a, x_b = sorted((sx(0.0), sx(v)))
-        out.append(f"<rect x='{x_a:.1f}' y='{y + 3}' width='{max(x_b - x_a, 1):.1f}' height='{row_h - 8}' fill='{colour}' opacity='.75'/>")
-        if low is not None and high is not None:
-            out.append(f"<line x1='{sx(low):.1f}' y1='{y + row_h / 2:.1f}' x2='{sx(high):.1f}' y2='{y + row_h / 2:.1f}' stroke='#000' stroke-width='1.5'/>")
-        out.append(f"<text x='{max(x_b, sx(high) if high is not None else x_b) + 5:.1f}' y='{y + 14}' font-size='10'>{v:.4g}</text>")
+        x_a, x_b = sorted((base, sx(v)))
+        out.append(f"<rect x='{x_a:.1f}' y='{y + 3}' width='{max(x_b - x_a, 1):.1f}' height='{row_h - 8}' fill='{colour}' opacity='.6'/>")
+        label = fmt_num(v)
+        if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+            mid = y + row_h / 2
+            out.append(f"<line class='ci' x1='{sx(low):.1f}' y1='{mid:.1f}' x2='{sx(high):.1f}' y2='{mid:.1f}' stroke='#000' stroke-width='1.5'/>")
+            for xc in (sx(low), sx(high)):
+                out.append(f"<line x1='{xc:.1f}' y1='{mid - 5:.1f}' x2='{xc:.1f}' y2='{mid + 5:.1f}' stroke='#000' stroke-width='1.5'/>")
+            label += f" {fmt_ci(low, high)}"
+        right = max(x_b, sx(high) if high is not None and math.isfinite(high) else x_b)
+        out.append(f"<text x='{right + 5:.1f}' y='{y + 14}' font-size='10'>{html.escape(label)}</text>")
     out.append("</svg>")
     return "".join(out)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
+def _cohort_table(policies: dict, groups: list[str], cohort_label: str) -> str:
+    """Value per cohort and policy with its interval; the longer of the two lists goes in the rows."""
+    def cell(p: dict, g: str):
+        v = (p.get("per_group") or {}).get(g)
+        ci = (p.get("per_group_ci") or {}).get(g)
+        return (v, ci[0], ci[1]) if (v is not None and ci) else v
+
+    names = list(policies)
+    if len(names) > len(groups):  # policies in rows, cohorts in columns
+        return table_html(["policy", *groups], [[n, *[cell(policies[n], g) for g in groups]] for n in names])
+    return table_html([cohort_label, *names], [[g, *[cell(policies[n], g) for n in names]] for g in groups])
 
 
 def write_report(
@@ -126,44 +210,75 @@ def write_report(
     assignment: dict[str, dict[str, float]] | None = None,
     explanation: dict | None = None,
     notes: list[str] | None = None,
+    headline: list[str] | None = None,
+    value_label: str = "value per decision",
+    cohort_label: str = "cohort",
+    sections: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write the report page.
 
-    ``summary["policies"][name]`` holds ``value`` (optionally ``ci_low``/``ci_high``) and
-    ``per_group``; ``curves``: named (step, value) series; ``assignment``: cohort -> action -> share
-    of the cohort given that action; ``explanation``: :func:`grpokit.evaluation.explain.explain_policy`'s output.
+    ``summary["policies"][name]`` holds ``value`` (optionally ``ci_low``/``ci_high`` and
+    ``ci_kind``), ``per_group`` (optionally ``per_group_ci``: cohort -> [low, high]), optionally
+    ``vs_current`` (``{policy, difference, ci_low, ci_high}``) and ``off_policy`` (DR estimate
+    with CI), and the figures of ``_POLICY_COLUMNS``; ``curves``: named (step, value) series;
+    ``assignment``: cohort -> action -> share of the cohort given that action; ``explanation``:
+    :func:`grpokit.evaluation.explain.explain_policy`'s output; ``headline``: lines shown first;
+    ``sections``: extra ``(title, html)`` blocks after the value tables.
     """
     policies = summary.get("policies", {})
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if headline:
+        parts.append("<div class='headline'><ul>" + "".join(f"<li>{html.escape(h)}</li>" for h in headline) + "</ul></div>")
     for n in notes or []:
         parts.append(f"<p class='note'>{html.escape(n)}</p>")
     parts.append("<h2>Value per policy</h2>")
-    bars = {
-        name: (float(p["value"]), p.get("ci_low"), p.get("ci_high"))
-        for name, p in policies.items()
-        if p.get("value") is not None
-    }
-    parts.append(bar_chart_svg(bars, title="value per decision (lines: confidence intervals where estimated)"))
+    bars = {name: (float(p["value"]), p.get("ci_low"), p.get("ci_high")) for name, p in policies.items()
+            if p.get("value") is not None}
+    kinds = sorted({p["ci_kind"] for p in policies.values() if p.get("ci_kind")})
     has_ci = any(p.get("ci_low") is not None for p in policies.values())
-    shown = [k for k in _POLICY_COLUMNS if any(k in p for p in policies.values())]
-    header = ["policy", "value", *(["ci low", "ci high"] if has_ci else []), *[_POLICY_COLUMNS[k] for k in shown]]
-    rows = [
-        [name, p.get("value"), *([p.get("ci_low"), p.get("ci_high")] if has_ci else []), *[p.get(k) for k in shown]]
-        for name, p in policies.items()
-    ]
-    parts.append(_table(header, rows))
+    caption = (f"{value_label}; whiskers: {'; '.join(kinds) or '95 % confidence intervals'}" if has_ci
+               else f"{value_label} (no intervals estimated)")
+    parts.append(bar_chart_svg(bars, title=caption, width=760))
+    diffs = {name: (p["vs_current"]["difference"], p["vs_current"]["ci_low"], p["vs_current"]["ci_high"])
+             for name, p in policies.items() if p.get("vs_current")}
+    if diffs:
+        ref = next(iter(policies[n]["vs_current"]["policy"] for n in diffs))
+        parts.append(bar_chart_svg(diffs, title=f"difference with the current policy ({ref}) on the same units, 95 % paired CI",
+                                   width=760, zero=False))
+    shown = [k for k in _POLICY_COLUMNS if any(p.get(k) is not None for p in policies.values())]
+    has_diff, has_dr = bool(diffs), any(p.get("off_policy") for p in policies.values())
+    header = ["policy", "value [95 % CI]" if has_ci else "value"]
+    header += [f"vs {ref} [95 % CI]"] if has_diff else []
+    header += ["DR estimate, held-out log [95 % CI]"] if has_dr else []
+    header += [_POLICY_COLUMNS[k][0] for k in shown]
+    col_kinds = ["raw", "num"] + (["num"] if has_diff else []) + (["num"] if has_dr else []) + [_POLICY_COLUMNS[k][1] for k in shown]
+    rows = []
+    for name, p in policies.items():
+        row = [name, (p.get("value"), p.get("ci_low"), p.get("ci_high"))]
+        if has_diff:
+            d = p.get("vs_current")
+            row.append((d["difference"], d["ci_low"], d["ci_high"]) if d else None)
+        if has_dr:
+            o = p.get("off_policy")
+            row.append((o["value"], o["ci_low"], o["ci_high"]) if o else None)
+        rows.append(row + [p.get(k) for k in shown])
+    parts.append(table_html(header, rows, col_kinds))
     groups = list(dict.fromkeys(g for p in policies.values() for g in (p.get("per_group") or {})))
     if groups:
-        parts.append("<h2>Value per cohort</h2>")
-        parts.append(_table(["cohort", *policies], [[g, *[(p.get("per_group") or {}).get(g) for p in policies.values()]] for g in groups]))
-    if curves:
+        ci_note = " (95 % intervals below the values)" if any(p.get("per_group_ci") for p in policies.values()) else ""
+        parts.append(f"<h2>Value per {html.escape(cohort_label)}</h2><p class='note'>{html.escape(value_label)}{ci_note}</p>")
+        parts.append(_cohort_table(policies, groups, cohort_label))
+    for sec_title, body in sections or []:
+        parts.append(f"<h2>{html.escape(sec_title)}</h2>{body}")
+    if curves and any(curves.values()):
         parts.append("<h2>Training</h2>")
-        parts.append(line_chart_svg(curves, title="training curves"))
+        parts.append(line_chart_svg(curves, title="training curves", width=760))
     if assignment:
         actions = list(dict.fromkeys(a for shares in assignment.values() for a in shares))
         parts.append("<h2>Who gets which decision</h2><p class='note'>share of each cohort given each decision by the trained policy</p>")
-        parts.append(_table(["cohort", *actions], [[c, *[shares.get(a, 0.0) for a in actions]] for c, shares in assignment.items()]))
+        parts.append(table_html(["cohort", *actions], [[c, *[shares.get(a, 0.0) for a in actions]] for c, shares in assignment.items()],
+                                ["raw", *[("num" if a == "mean decision" else "pct") for a in actions]]))
     if explanation:
         parts.append("<h2>How the policy decides</h2>")
         parts.append(

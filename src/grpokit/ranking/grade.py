@@ -152,6 +152,7 @@ def _evaluate(scenario, contexts, weights: torch.Tensor, log: dict, log_weights:
         "per_type": {t: (None if m is None else {k: m[k] for k in ("ctr", "cvr", "opm", "gpm")}) for t, m in per_type.items()},
         "mean_weights": [float(x) for x in weights.double().mean(0)] if weights.ndim == 2 else [float(x) for x in weights],
     }
+    out.update(_intervals(scenario, contexts, weights))
     if log_weights is None:  # no weights for the logged requests (the per-request oracle needs the truth)
         out["auction"] = {"ndcg": None, "gauc": None}
         return out
@@ -161,6 +162,106 @@ def _evaluate(scenario, contexts, weights: torch.Tensor, log: dict, log_weights:
     g = gauc(fused, log["labels"][..., 0], log["mask"])
     out["auction"] = {"ndcg": float(res["ndcg"].mean()), "gauc": float(g)}
     return out
+
+
+def _intervals(scenario, contexts, weights: torch.Tensor, z: float = 1.959964) -> dict:
+    """95 % normal intervals of true GPM / OPM over the evaluation requests (population sampling),
+    overall (``ci``) and per user type (``per_type_ci``); the mean weights per user type; and the
+    per-request values (``_per_request``, popped before the summary is written) for paired CIs."""
+    exp = scenario.expected_outcomes(contexts, weights)
+    per_req = {"gpm": 1000.0 * exp["gmv"][:, 0].double(), "opm": 1000.0 * exp["orders"][:, 0].double()}
+
+    def ci(v: torch.Tensor):
+        if len(v) < 2:
+            return None
+        m, se = float(v.mean()), float(v.std()) / len(v) ** 0.5
+        return [m - z * se, m + z * se]
+
+    w = weights.double() if weights.ndim == 2 else weights.double().expand(len(contexts), -1)
+    per_type_ci, per_type_w = {}, {}
+    for t, name in enumerate(scenario.group_names):
+        rows = contexts.group == t
+        if bool(rows.any()):
+            per_type_ci[name] = {k: ci(v[rows]) for k, v in per_req.items()}
+            per_type_w[name] = [float(x) for x in w[rows].mean(0)]
+    return {"ci": {k: ci(v) for k, v in per_req.items()}, "per_type_ci": per_type_ci,
+            "weights_per_type": per_type_w, "_per_request": per_req}
+
+
+def _paired_change(per_req: dict, base: dict, z: float = 1.959964) -> dict:
+    """Relative change against the base policy on the same requests with a 95 % paired interval:
+    (mean(v − v_base) ± z·se) / mean(v_base) (the base mean taken as known)."""
+    out = {}
+    for k in ("gpm", "opm"):
+        d = per_req[k] - base[k]
+        m0 = float(base[k].mean())
+        se = float(d.std()) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        out[k] = [(float(d.mean()) - z * se) / m0, (float(d.mean()) + z * se) / m0]
+    return out
+
+
+def fusion_headline(summary: dict) -> list[str]:
+    """GRADE against the tuned static weights (relative changes with paired CIs), and every ablation
+    or baseline that beats GRADE on GPM or OPM."""
+    from grpokit.evaluation.report import fmt_pct
+
+    pol = summary["policies"]
+    g = pol.get("grade")
+    if g is None:
+        return []
+    ci = g.get("vs_static_tuned_ci") or {}
+
+    def rel(v) -> str:
+        return f"{100 * v:+.2f} %"
+
+    def rel_ci(k: str) -> str:
+        c = ci.get(k)
+        return f"[{rel(c[0])}, {rel(c[1])}]" if c else ""
+
+    lines = [f"GRADE vs the tuned static weights: GPM {rel(g['gpm_vs_static_tuned'])} {rel_ci('gpm')}, "
+             f"OPM {rel(g['opm_vs_static_tuned'])} {rel_ci('opm')} (95 % paired intervals, same requests)"]
+    for metric, label in (("gpm", "GPM"), ("opm", "OPM")):
+        better = [(n, b["true"][metric]) for n, b in pol.items() if n not in ("grade", "oracle")
+                  and b["true"][metric] > g["true"][metric]]
+        for n, v in sorted(better, key=lambda t: -t[1]):
+            lines.append(f"{n} beats GRADE on {label}: {v:,.1f} vs {g['true'][metric]:,.1f} "
+                         f"({fmt_pct(v / g['true'][metric] - 1.0)})")
+    return lines
+
+
+def fusion_sections(summary: dict, task_names: list[str], k: int) -> list[tuple[str, str]]:
+    """The fusion page's tables: every metric per policy, OPM per user type, learned weights per user type."""
+    from grpokit.evaluation.report import table_html
+
+    pol = summary["policies"]
+    rows = []
+    for n, b in pol.items():
+        ci = b.get("ci") or {}
+        pc = b.get("vs_static_tuned_ci") or {}
+        rows.append([n, (b["true"]["gpm"], *(ci.get("gpm") or [None, None])), (b["true"]["opm"], *(ci.get("opm") or [None, None])),
+                     b["true"]["ctr"], b["true"]["cvr"], b["auction"].get("ndcg"), b["auction"].get("gauc"),
+                     (b["gpm_vs_static_tuned"], *(pc.get("gpm") or [None, None])),
+                     (b["opm_vs_static_tuned"], *(pc.get("opm") or [None, None]))])
+    metrics = table_html(["policy", "GPM [95 % CI]", "OPM [95 % CI]", "CTR", "CVR", f"NDCG@{k} (auction)", "GAUC (auction)",
+                          "GPM vs static_tuned", "OPM vs static_tuned"], rows,
+                         ["raw", "num", "num", "pct", "pct", "num", "num", "pct", "pct"])
+    types = list(dict.fromkeys(t for b in pol.values() for t in (b.get("per_type") or {})))
+
+    def opm(b, t):
+        m = (b.get("per_type") or {}).get(t)
+        c = ((b.get("per_type_ci") or {}).get(t) or {}).get("opm")
+        return None if m is None else ((m["opm"], *c) if c else m["opm"])
+
+    opm_table = table_html(["policy", *types], [[n, *[opm(b, t) for t in types]] for n, b in pol.items()])
+    show = [n for n in ("grade", "static_per_segment", "static_tuned") if n in pol]
+    header = ["user type", *[f"{n}: {task}" for n in show for task in task_names]]
+    wrows = [[t, *[w for n in show for w in ((pol[n].get("weights_per_type") or {}).get(t) or [None] * len(task_names))]]
+             for t in types]
+    weights = ("<p class='note'>mean fusion weight of each task over the user type's evaluation requests "
+               "(GRADE personalizes per request; static_per_segment has one vector per type)</p>" + table_html(header, wrows))
+    return [("All metrics per policy", "<p class='note'>true GPM / OPM (per thousand requests), CTR, CVR on the evaluation "
+             "requests; NDCG and GAUC by the offline auction on the logged requests</p>" + metrics),
+            ("OPM per user type", opm_table), ("Learned weights per user type", weights)]
 
 
 def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
@@ -233,9 +334,12 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
 
     policies = {name: _evaluate(scenario, contexts, w_eval, log, w_log) for name, (w_eval, w_log) in weights.items()}
     base = policies["static_tuned"]["true"]
+    base_req = policies["static_tuned"]["_per_request"]
     for block in policies.values():
         block["gpm_vs_static_tuned"] = block["true"]["gpm"] / base["gpm"] - 1.0
         block["opm_vs_static_tuned"] = block["true"]["opm"] / base["opm"] - 1.0
+        block["vs_static_tuned_ci"] = _paired_change(block["_per_request"], base_req)
+    per_request = {name: block.pop("_per_request") for name, block in policies.items()}
     summary = {
         "scenario": "search",
         "seconds": time.perf_counter() - t_start,
@@ -253,16 +357,28 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
         "static_per_segment_weights": {t: [float(x) for x in per_seg[t]] for t in scenario.group_names},
         "policies": policies,
     }
-    report_policies = {name: {"value": b["true"]["gpm"], "per_group": {t: (m or {}).get("gpm") for t, m in b["per_type"].items()},
-                              "opm": b["true"]["opm"], "ctr": b["true"]["ctr"]}
-                       for name, b in policies.items()}
+    base_gpm = per_request["static_tuned"]["gpm"]
+    report_policies = {}
+    for name, b in policies.items():
+        d = per_request[name]["gpm"] - base_gpm
+        se = float(d.std()) / len(d) ** 0.5
+        report_policies[name] = {
+            "value": b["true"]["gpm"], "ci_low": b["ci"]["gpm"][0], "ci_high": b["ci"]["gpm"][1],
+            "ci_kind": "95 % normal intervals over the evaluation requests",
+            "per_group": {t: (m or {}).get("gpm") for t, m in b["per_type"].items()},
+            "per_group_ci": {t: c["gpm"] for t, c in b["per_type_ci"].items() if c.get("gpm")},
+        }
+        if name != "static_tuned":
+            report_policies[name]["vs_current"] = {"policy": "static_tuned", "difference": float(d.mean()),
+                                                   "ci_low": float(d.mean()) - 1.959964 * se, "ci_high": float(d.mean()) + 1.959964 * se}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()] if (out / "metrics.jsonl").exists() else []
     curves = {name: [(r["step"], r[f"reward/{name}"]) for r in rows if f"reward/{name}" in r] for name in ("posterior", "prior")}
     write_report(out / "report.html", title="grpokit fusion run: GRADE on marketplace search",
-                 summary={"policies": report_policies}, curves=curves,
-                 notes=["value = true GMV per thousand requests (simulator ground truth, position bias included); "
-                        "per-cohort columns are user types", f"{fc.eval_size:,} evaluation requests; "
-                        f"{summary['seconds']:.0f} s in all"])
+                 summary={"policies": report_policies}, curves=curves, headline=fusion_headline(summary),
+                 value_label="true GMV per thousand requests (GPM)", cohort_label="user type",
+                 sections=fusion_sections(summary, list(scenario.config.tasks), scenario.k),
+                 notes=["values are true expected outcomes (simulator ground truth, position bias included) on "
+                        f"{fc.eval_size:,} fresh evaluation requests (fusion.seed {fc.seed}); {summary['seconds']:.0f} s in all"])
     summary["report"] = str(out / "report.html")
     atomic_write_json(out / "summary.json", summary)
     return summary
