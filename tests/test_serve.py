@@ -459,13 +459,17 @@ def test_wal_replay_is_exactly_once(tmp_path):
     for k in range(50):
         log.submit([_decision(f"d{k}")]).result(timeout=5)
     assert log.acked == 50
-    # a crash: the threads die without flushing; the segment is on disk
+    # a crash: the threads die without flushing; the segment is on disk (and the kernel drops the lock)
+    log._unlock()
     seg = sorted(wal.glob("seg-*.wal"))[-1]
     copy = seg.read_bytes()
     assert copy.count(b"\n") == 50
     log2 = DecisionLog(store, wal)
     info = log2.recover()
     assert info["records"] == 50 and info["inserted"] == 50
+    with pytest.raises(RuntimeError, match="in use by another process"):  # one writer per decision log
+        DecisionLog(store, wal).recover()
+    log2._unlock()
     # crash between DuckDB's commit and the segment's deletion: the same segment again
     (wal / "seg-000000000001.wal").write_bytes(copy + b'{"k":"d","event_id":"torn"')  # + a torn last line
     log3 = DecisionLog(store, wal)

@@ -159,8 +159,32 @@ class DecisionLog:
 
     # ------------------------------------------------------------------ recovery and flushing
 
+    def _lock(self) -> None:
+        """Hold ``<wal_dir>/LOCK`` (flock) for this process's lifetime: one writer per decision log. The
+        kernel drops it when the process dies, kill -9 included."""
+        if self._lock_fd is not None:
+            return
+        import fcntl
+
+        fd = os.open(str(self.wal_dir / "LOCK"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"the decision log {self.wal_dir} is in use by another process (another "
+                               "'grpokit serve' on the same store?); give each service its own store or log.wal_dir") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    _lock_fd: int | None = None
+
     def recover(self) -> dict:
         """Move every segment left on disk into DuckDB (call before :meth:`start`); returns counts."""
+        self._lock()
         segs = self._segments()
         info = self._flush_segments(segs) if segs else {"segments": 0, "records": 0, "inserted": 0, "torn": 0}
         self.replayed += info["records"]
@@ -283,6 +307,7 @@ class DecisionLog:
     # ------------------------------------------------------------------ threads
 
     def start(self) -> None:
+        self._lock()
         with self._fd_lock:
             if self._fd is None:
                 self._open_segment()
@@ -365,6 +390,7 @@ class DecisionLog:
         for _, p in self._segments():
             if p.stat().st_size == 0:
                 p.unlink(missing_ok=True)
+        self._unlock()
 
     @property
     def queued(self) -> int:
