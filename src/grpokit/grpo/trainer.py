@@ -143,8 +143,8 @@ class GRPOTrainer:
                 self.spend_fn = getattr(self.scenario, "spend", None)
             if self.spend_fn is None:
                 raise ValueError(
-                    "grpo.budget is set but there is no spend to constrain: the scenario has no spend() "
-                    "(or pass spend_fn to GRPOTrainer)"
+                    "grpo.budget is set, but this run has no spend to constrain (its scenario or log defines "
+                    "no cost per decision); remove grpo.budget (from Python, pass spend_fn= to GRPOTrainer)"
                 )
             self.budget = BudgetMultiplier(c.budget, c.budget_lr, normalized=True)
         self.out_dir = Path(out_dir) if out_dir is not None else None

@@ -394,7 +394,12 @@ def evaluate_on_log(
     if dp.kind != "categorical":
         raise ValueError(f"{policy_path} is a {dp.kind} policy; evaluate handles categorical (discrete) policies")
     if dp.n_actions != log.n_actions:
-        raise ValueError(f"the policy chooses among {dp.n_actions} actions but the log has n_actions = {log.n_actions}")
+        raise ValueError(
+            f"the policy chooses among {dp.n_actions} actions but the log has n_actions = {log.n_actions}"
+            + (f"; if the log simply never shows actions {list(range(log.n_actions, dp.n_actions))}, declare the "
+               f"action set: a schema file with n_actions = {dp.n_actions} (--schema FILE), or the action labels"
+               if dp.n_actions > log.n_actions else "")
+        )
     if log.action_labels is not None and dp.metadata.get("action_labels"):
         mine = [str(a) for a in log.action_labels]
         if mine != dp.action_labels:
