@@ -288,3 +288,39 @@ def test_json_written_is_strict(tmp_path):
     path = atomic_write_json(tmp_path / "v.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64(2.5)})
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == \
         {"a": None, "b": [1.0, None], "c": 2.5}
+
+
+_IMPORT_THAT_STALLS = """
+import sys, time
+from grpokit.store import Store
+def stall(self, name):  # inside the import transaction, the new table written
+    print("in transaction", flush=True)
+    time.sleep(60)
+Store._after_table_write = stall
+from grpokit.cli import app
+sys.argv = ["grpokit", "data", "import", sys.argv[1], "--name", "d", "--store", sys.argv[2], "--replace"]
+app()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_kill_during_import_with_replace_leaves_the_store_unchanged(tmp_path, sig):
+    import signal
+
+    r, store = _import(tmp_path, _log())
+    assert r.exit_code == 0, r.output
+    with Store(store, read_only=True) as st:
+        before = st.load_log("d").to_frame()
+    new = tmp_path / "new.parquet"
+    _log(n=500, seed=9).to_parquet(new)
+    proc = subprocess.Popen([sys.executable, "-c", _IMPORT_THAT_STALLS, str(new), str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "in transaction"
+    proc.send_signal(getattr(signal, sig))
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    with Store(store) as st:  # the old dataset, whole; and the store takes the next import
+        pd.testing.assert_frame_equal(st.load_log("d").to_frame(), before)
+        assert st.list_datasets()["n_rows"].tolist() == [60]
+        st.import_log(new, "after")
+    assert _datasets(store) == ["d", "after"]
