@@ -9,7 +9,7 @@ EXTRAS ?= test,serve
 # every extra the test suite exercises (make test, CI): the service, TRL (llm) and Ray
 TEST_EXTRAS ?= test,serve,llm,ray
 
-.PHONY: install install-all test-fast demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion bench-llm clean
+.PHONY: install install-all test-fast demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion bench-llm bench-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-fusion: $(STAMP)
 bench-llm: $(STAMP_ALL)
 	$(BIN)/grpokit bench llm-preferences --json runs/bench/llm_preferences.json --quick --seeds 3
 	$(BIN)/python benchmarks/llm_overhead.py --steps 30 --repeats 4 --json runs/bench/llm_overhead.json
+
+## rerun the tables of BENCHMARKS.md marked bench-check from their commands and compare (6 grpokit runs: a few minutes on 2 free cores)
+bench-check: $(STAMP)
+	$(BIN)/python benchmarks/check_benchmarks.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,151 @@
+"""Rerun BENCHMARKS.md's checked tables from their commands and compare them with the file.
+
+    python benchmarks/check_benchmarks.py                      # every check, fresh runs in a temporary folder
+    python benchmarks/check_benchmarks.py --only marketing     # one check
+    python benchmarks/check_benchmarks.py --runs runs/bench    # keep (and reuse) the run directories there
+    python benchmarks/check_benchmarks.py --write              # put the regenerated tables into BENCHMARKS.md
+    make bench-check                                           # the first line
+
+A checked table sits in BENCHMARKS.md between ``<!-- bench-check NAME -->`` and
+``<!-- /bench-check -->``; :data:`CHECKS` holds each one's commands (the ones printed above the
+table) and the script that turns the runs into the table. The check passes when every number of
+the regenerated table equals the file's to its last printed digit (one unit of slack for float
+noise across machines) and all the text matches. ``--write`` is the only way figures get into
+those blocks: from the commands, never by hand. Exit status 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import business_table  # noqa: E402
+
+SEEDS = (0, 1, 2)
+_LOGS = ["--set", "evaluation.train_on=logs", "--set", "evaluation.pilot=false", "--set", "evaluation.compare_ignore_spillover=false"]
+
+#: name -> (runs: [(run dir name, grpokit args)], table(run dirs) -> markdown)
+CHECKS = {
+    "marketing": (
+        [(f"mk_s{s}", ["run", "examples/marketing.toml", "--set", f"grpo.seed={s}", "--set", f"evaluation.seed={s}"])
+         for s in SEEDS],
+        lambda dirs: business_table.table("marketing", dirs),
+    ),
+    "marketing-logs": (
+        [(f"mk_logs_s{s}", ["run", "examples/marketing.toml", *_LOGS, "--set", f"grpo.seed={s}", "--set", f"evaluation.seed={s}"])
+         for s in SEEDS],
+        lambda dirs: business_table.table("logs", dirs),
+    ),
+}
+
+_BLOCK = re.compile(r"(<!-- bench-check (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /bench-check -->)", re.S)
+_NUM = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+
+
+def blocks(text: str) -> dict[str, str]:
+    """NAME -> the table text of each checked block."""
+    return {m["name"]: m["body"].strip() for m in _BLOCK.finditer(text)}
+
+
+def same(expected: str, got: str) -> list[str]:
+    """Lines that differ: text must match exactly, numbers to their last printed digit (± one unit)."""
+    bad = []
+    e_lines, g_lines = expected.strip().splitlines(), got.strip().splitlines()
+    if len(e_lines) != len(g_lines):
+        return [f"{len(e_lines)} lines in BENCHMARKS.md, {len(g_lines)} regenerated"]
+    for e, g in zip(e_lines, g_lines):
+        en, gn = _NUM.findall(e), _NUM.findall(g)
+        if _NUM.sub("#", e) != _NUM.sub("#", g) or len(en) != len(gn):
+            bad.append(f"- {e}\n+ {g}")
+            continue
+        for a, b in zip(en, gn):
+            decimals = len(a.split(".")[1]) if "." in a else 0
+            if abs(float(a.replace(",", "")) - float(b.replace(",", ""))) > 1.01 * 10.0**-decimals:
+                bad.append(f"- {e}\n+ {g}")
+                break
+    return bad
+
+
+def _grpokit() -> list[str]:
+    exe = Path(sys.executable).parent / "grpokit"
+    return [str(exe)] if exe.exists() else [shutil.which("grpokit") or "grpokit"]
+
+
+def run_check(name: str, runs_dir: Path, reuse: bool) -> str:
+    """Run the check's commands (reusing finished run directories when ``reuse``) and return its table."""
+    runs, make_table = CHECKS[name]
+    dirs = []
+    for run_name, args in runs:
+        out = runs_dir / run_name
+        dirs.append(out)
+        if reuse and (out / "summary.json").exists():
+            print(f"  reusing {out}", flush=True)
+            continue
+        if out.exists():
+            shutil.rmtree(out)
+        cmd = [*_grpokit(), *args, "--out", str(out), "--no-progress", "--store", str(runs_dir / "check.duckdb")]
+        print("  $ " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return make_table(dirs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="checks to run (default: all)")
+    ap.add_argument("--runs", type=Path, help="where the runs go and are reused from (default: a fresh temporary folder)")
+    ap.add_argument("--write", action="store_true", help="write the regenerated tables into BENCHMARKS.md")
+    ap.add_argument("--file", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    text = args.file.read_text()
+    found = blocks(text)
+    names = args.only or sorted(CHECKS)
+    missing = [n for n in names if n not in found and not args.write]
+    if missing:
+        print(f"{args.file.name} has no block <!-- bench-check NAME --> for {missing}")
+        return 1
+    tmp = None
+    if args.runs is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-check-")
+        runs_dir = Path(tmp.name)
+    else:
+        runs_dir = args.runs
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    try:
+        for name in names:
+            print(f"[{name}]", flush=True)
+            table = run_check(name, runs_dir, reuse=args.runs is not None)
+            if args.write:
+                if name not in found:
+                    print(f"  no block for {name} in {args.file.name}: add '<!-- bench-check {name} -->' and "
+                          "'<!-- /bench-check -->' lines where the table goes")
+                    failed += 1
+                    continue
+                text = _BLOCK.sub(lambda m: m.group(1) + table + m.group(4) if m["name"] == name else m.group(0), text)
+                print("  written")
+                continue
+            diff = same(found[name], table)
+            if diff:
+                failed += 1
+                print(f"  MISMATCH ({len(diff)} lines):\n" + "\n".join(diff))
+            else:
+                print("  reproduces")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if args.write:
+        args.file.write_text(text)
+    print(f"{len(names) - failed}/{len(names)} checks {'written' if args.write else 'reproduce'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
