@@ -132,6 +132,8 @@ def bench_llm_preferences(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="RL steps per run (overrides --quick's)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="RL learning rate"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default 1)"),
+    decay: Optional[float] = typer.Option(None, "--decay", help="P-GRPO history decay per batch (default 1: none)"),
+    min_history: Optional[int] = typer.Option(None, "--min-history", help="P-GRPO warm-up count (default 16)"),
 ) -> None:
     """Seven personas, tiny LM, TRL: GRPO vs Dr. GRPO vs P-GRPO (true, random, discovered groups). Needs the llm extra."""
     try:
@@ -146,7 +148,11 @@ def bench_llm_preferences(
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         _fail(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    cfg = with_overrides(QUICK if quick else LLMBenchConfig(), steps=steps, learning_rate=lr, threads=threads)
+    cfg = with_overrides(QUICK if quick else LLMBenchConfig(), steps=steps, learning_rate=lr, threads=threads, decay=decay, min_history=min_history)
+    if not 0.0 < cfg.decay <= 1.0:
+        _fail(f"--decay must be in (0, 1], got {cfg.decay}")
+    if cfg.min_history < 2:
+        _fail(f"--min-history must be >= 2, got {cfg.min_history}")
     try:
         with console.status("training...") as status:
             result = run_llm_preferences(
