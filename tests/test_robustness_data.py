@@ -324,3 +324,40 @@ def test_kill_during_import_with_replace_leaves_the_store_unchanged(tmp_path, si
         assert st.list_datasets()["n_rows"].tolist() == [60]
         st.import_log(new, "after")
     assert _datasets(store) == ["d", "after"]
+
+
+def _ranking_log(tmp_path, **changes):
+    from grpokit.scenarios.search import SearchScenario
+
+    sc = SearchScenario()
+    df = sc.simulate_log(60, seed=1)
+    for col, value in changes.items():
+        df[col] = value(df[col])
+    path = tmp_path / "ranking.parquet"
+    df.to_parquet(path)
+    schema = tmp_path / "ranking_schema.toml"
+    schema.write_text("features = [" + ", ".join(f'"{c}"' for c in sc.feature_names) + ']\nsegment = "user_type"\n'
+                      'item = "candidate"\n')
+    return path, schema
+
+
+def test_ranking_log_without_any_feedback_is_refused(tmp_path):
+    from grpokit.ranking.logs import DEFAULT_LABELS
+
+    zero = {col: (lambda s: s * 0) for col in DEFAULT_LABELS.values()}
+    log, schema = _ranking_log(tmp_path, **zero)
+    r = runner.invoke(app, ["fusion", "learn", "examples/fusion_log.toml", "--log", str(log), "--schema", str(schema),
+                            "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and "no feedback at all" in r.output, r.output
+    # the schema file left request_id and labels at their defaults: said loudly, not silently
+    assert "warning:" in r.output and "does not give request_id, labels" in r.output
+
+
+def test_ranking_log_with_negative_gmv_is_refused(tmp_path):
+    from grpokit.ranking.logs import DEFAULT_LABELS
+
+    gmv = DEFAULT_LABELS["order_value"]
+    log, schema = _ranking_log(tmp_path, **{gmv: lambda s: s - 1000.0})
+    r = runner.invoke(app, ["fusion", "learn", "examples/fusion_log.toml", "--log", str(log), "--schema", str(schema),
+                            "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and f"column {gmv!r}" in r.output and "is negative" in r.output, r.output

@@ -77,9 +77,24 @@ def _schema(path: Optional[Path], schema_class=None):
     if not path.is_file():
         _fail(f"schema file {path} does not exist")
     try:
-        return schema_class(**tomllib.loads(path.read_text()))
-    except (tomllib.TOMLDecodeError, ValidationError, ValueError) as err:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        _fail(f"schema file {path} is not a text (UTF-8) TOML file")
+    except tomllib.TOMLDecodeError as err:
         _fail(f"schema file {path}: {err}")
+    try:
+        schema = schema_class(**data)
+    except (ValidationError, ValueError) as err:
+        _fail(f"schema file {path}: {err}")
+    missing = [k for k in getattr(schema_class, "FILE_REQUIRED", ()) if k not in data]
+    if missing:  # the defaults may be meant (a log written by grpokit), so say it loudly, do not refuse
+        from rich.markup import escape
+
+        used = "; ".join(f"{k} = {getattr(schema, k)!r}" for k in missing)
+        err_console.print(f"[bold yellow]warning:[/] schema file {escape(str(path))} does not give "
+                          f"{', '.join(missing)}: using the defaults ({escape(used)}); name your log's columns "
+                          "there if these are not them")
+    return schema
 
 
 def _read_log(log: Optional[Path], dataset: Optional[str], store: Path, schema: Optional[Path]):

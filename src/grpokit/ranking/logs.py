@@ -60,7 +60,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -115,6 +115,10 @@ class RankingSchema(BaseModel):
     position: str | None = "position"
     segment: str | None = "segment"
     segments: list[Label] | None = None  #: segment labels; code i is segments[i]
+
+    #: keys a schema *file* must give (their defaults rarely fit a real log, and a silent default
+    #: would read the wrong columns)
+    FILE_REQUIRED: ClassVar[tuple[str, ...]] = ("request_id", "labels")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RankingSchema":
@@ -416,6 +420,14 @@ def validate_ranking_log(df: pd.DataFrame, schema: RankingSchema | None = None) 
     for k, task in enumerate(schema.tasks):
         col = schema.labels[task]
         labels[:, k] = _numbers(df[col], col, where, "label")
+        where.first(col, labels[:, k] < 0, lambda v: f"label {v!r} is negative", labels[:, k],
+                    hint="labels are clicks, orders and amounts such as GMV, all >= 0 (net refunds out first); "
+                    "negative ones make every policy's NDCG 0")
+    if not labels.any():
+        raise RankingLogError(
+            f"the ranking log has no feedback at all: every label ({', '.join(map(repr, schema.label_columns))}) "
+            "is 0 in every row, so there is nothing to learn or judge a ranking by; check the label columns "
+            "(labels = {task = column} in the schema)", column=schema.label_columns[0])
 
     # ---- position
     position_rows = None
