@@ -505,3 +505,25 @@ def test_export_cli_and_dataset(tmp_path, policy_file):
     assert len(log) == 40 and log.feature_names == FIELDS and log.n_actions == 4
     assert sorted(log.reward.tolist()) == [float(k) for k in range(40)]
     assert set(log.group_labels) == {"n", "s"}
+
+
+def test_large_batches_use_the_vectorized_encoder_with_the_same_answers(tmp_path, policy_file):
+    from grpokit.policy.deployed import DeployedPolicy
+    from grpokit.serve.app import _fast_rows
+
+    dp = DeployedPolicy.load(policy_file)
+    rng = np.random.default_rng(0)
+    ctxs = [{"a": float(x), "b": int(y), "c": float(z)} for x, y, z in rng.normal(size=(64, 3)) * [1, 10, 1]]
+    fast = _fast_rows(dp, ctxs)
+    assert not isinstance(fast, list)
+    np.testing.assert_array_equal(dp.probabilities(fast), dp.probabilities(ctxs))
+    for bad in ({"a": 1.0, "b": "2", "c": 0.0}, {"a": 1.0, "b": True, "c": 0.0}, {"a": 1.0, "c": 0.0},
+                {"a": 1.0, "b": 2.0, "c": float("nan")}):
+        assert _fast_rows(dp, ctxs[:40] + [bad] + ctxs[40:]) is not None
+        assert isinstance(_fast_rows(dp, ctxs[:40] + [bad] + ctxs[40:]), list)  # exact per-record errors
+    with TestClient(create_app(cfg(tmp_path), policy_file)) as http:
+        body = {"batch": [{"context": c} for c in ctxs[:40]] + [{"context": {"a": 1.0, "b": "2", "c": 0.0}}]}
+        r = http.post("/v1/decide", json=body)
+        assert r.status_code == 422 and "batch[40].context.b" in r.json()["error"]
+        ds = Client(http=http).decide_batch(ctxs, probabilities=True)
+        np.testing.assert_allclose([d["probabilities"] for d in ds], 0.95 * dp.probabilities(ctxs) + 0.05 / 4, rtol=1e-12)
