@@ -46,13 +46,11 @@ def test_served_log_evaluated_reproduces_true_values(tmp_path):
     config = ServeConfig(store=str(store), epsilon=eps, seed=5, log={"flush_interval_s": 0.5})
     with TestClient(create_app(config, path)) as http:
         c = Client(http=http)
-        decisions = []
-        for lo in range(0, n, 1000):
-            decisions += c.decide_batch(contexts[lo:lo + 1000], cohorts=cohorts[lo:lo + 1000], probabilities=True)
+        decisions = c.decide_batch(contexts, cohorts=cohorts, probabilities=True, chunk=500)
         actions = torch.tensor([d["action_code"] for d in decisions])
         profit = scen.reward(ctx, actions[:, None], gen)["profit"][:, 0].double().numpy()
-        for lo in range(0, n, 1000):
-            c.reward_batch([(d["event_id"], float(r)) for d, r in zip(decisions[lo:lo + 1000], profit[lo:lo + 1000])])
+        results = c.reward_batch([(d["event_id"], float(r)) for d, r in zip(decisions, profit)], chunk=700)
+        assert len(results) == n and all(x["counted"] for x in results)
         served_q = np.array([d["probabilities"] for d in decisions])
 
     # the simulator's truth on these customers: E[profit | x, a] for every offer

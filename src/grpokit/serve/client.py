@@ -88,15 +88,21 @@ class Client:
 
     def decide_batch(self, contexts: Sequence[Mapping[str, Any]], *, event_ids: Sequence[str | None] | None = None,
                      unit_ids: Sequence[str | None] | None = None, cohorts: Sequence[str | None] | None = None,
-                     probabilities: bool = False) -> list[dict]:
-        """Decisions for many contexts in one request (same order as ``contexts``)."""
+                     probabilities: bool = False, chunk: int = 1000) -> list[dict]:
+        """Decisions for many contexts (same order as ``contexts``), ``chunk`` contexts per request."""
         n = len(contexts)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         for name, seq in (("event_ids", event_ids), ("unit_ids", unit_ids), ("cohorts", cohorts)):
             if seq is not None and len(seq) != n:
                 raise ValueError(f"{name} has {len(seq)} entries for {n} contexts")
         batch = [_item(c, event_ids[i] if event_ids else None, unit_ids[i] if unit_ids else None,
                        cohorts[i] if cohorts else None, False) for i, c in enumerate(contexts)]
-        return self._call("POST", "/v1/decide", {"batch": batch, "probabilities": probabilities})["decisions"]
+        out: list[dict] = []
+        for lo in range(0, n, chunk):
+            body = {"batch": batch[lo:lo + chunk], "probabilities": probabilities}
+            out += self._call("POST", "/v1/decide", body)["decisions"]
+        return out
 
     def activate(self, event_id: str) -> dict:
         """Activate a decision made with ``defer_activation=True`` (it was shown after all)."""
@@ -108,8 +114,9 @@ class Client:
         ``reward.weights``). Answers ``counted``, ``duplicate``, ``late``, ``value``, ``reward_id``."""
         return self._call("POST", f"/v1/events/{event_id}/reward", _reward(value, components))
 
-    def reward_batch(self, rewards: Iterable[tuple[str, float] | Mapping[str, Any]]) -> list[dict]:
-        """Many rewards: ``(event_id, value)`` pairs or ``{"event_id", "reward" | "components"}`` dicts."""
+    def reward_batch(self, rewards: Iterable[tuple[str, float] | Mapping[str, Any]], chunk: int = 1000) -> list[dict]:
+        """Many rewards: ``(event_id, value)`` pairs or ``{"event_id", "reward" | "components"}`` dicts,
+        ``chunk`` per request."""
         items = []
         for r in rewards:
             if isinstance(r, Mapping):
@@ -117,7 +124,10 @@ class Client:
             else:
                 eid, value = r
                 items.append({"event_id": eid, "reward": value})
-        return self._call("POST", "/v1/rewards", {"rewards": items})["results"]
+        out: list[dict] = []
+        for lo in range(0, len(items), chunk):
+            out += self._call("POST", "/v1/rewards", {"rewards": items[lo:lo + chunk]})["results"]
+        return out
 
     # ------------------------------------------------------------------ status
     def policy(self) -> dict:
