@@ -361,3 +361,34 @@ def test_ranking_log_with_negative_gmv_is_refused(tmp_path):
     r = runner.invoke(app, ["fusion", "learn", "examples/fusion_log.toml", "--log", str(log), "--schema", str(schema),
                             "--out", str(tmp_path / "run"), "--no-progress"])
     assert r.exit_code == 2 and f"column {gmv!r}" in r.output and "is negative" in r.output, r.output
+
+
+def test_never_logged_actions_get_no_mass_and_are_reported(tmp_path):
+    """Codes {0, 1, 4} of a declared 5-action set: 2 and 3 were never tried, so only an extrapolation
+    values them; the learned policy must not choose them unless asked."""
+    from grpokit.policy.io import load_policy
+
+    rng = np.random.default_rng(0)
+    n = 600
+    x = rng.normal(size=(n, 2))
+    a = rng.choice([0, 1, 4], n)
+    df = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "action": a, "reward": x[:, 0] * (a == 4) + rng.normal(size=n),
+                       "pscore": 1 / 3})
+    log, schema = tmp_path / "log.parquet", tmp_path / "schema.toml"
+    df.to_parquet(log)
+    schema.write_text("n_actions = 5\n")
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["learn", "--log", str(log), "--schema", str(schema), "--out", str(out), "--no-progress",
+                            "--outcome-model", "linear", "--holdout", "0", "--set", "grpo.steps=20"])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())  # rich wraps long lines
+    assert "never shows action(s) 2, 3" in said and "no probability" in said
+    s = json.loads((out / "summary.json").read_text())
+    assert s["never_logged_actions"] == ["2", "3"] and s["never_logged_get_mass"] is False
+    assert s["decision_mix"]["2"] == 0.0 and s["decision_mix"]["3"] == 0.0
+    import torch
+
+    policy, meta = load_policy(out / "policy.pt")  # the restriction travels with the saved policy
+    with torch.no_grad():
+        probs = policy(torch.randn(50, len(meta["feature_names"]))).log_probs.exp()
+    assert probs.shape == (50, 5) and float(probs[:, [2, 3]].max()) == 0.0 and float(probs[:, [0, 1, 4]].min()) > 0

@@ -86,6 +86,8 @@ def learn(
     seed: int = typer.Option(0, "--seed"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show stages and a training progress bar"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the policy an earlier learn left in --out"),
+    allow_unlogged: bool = typer.Option(False, "--allow-unlogged",
+                                        help="Let the policy choose actions the log never shows (valued by extrapolation)"),
 ) -> None:
     """Learn a policy from logged decisions (encoder + outcome model + GRPO), judge it on held-out rows."""
     from grpokit.offline.workflow import learn_from_log
@@ -103,7 +105,7 @@ def learn(
         summary = learn_from_log(
             data, out, outcome_model=outcome_model, config=cfg.grpo, policy_config=cfg.policy, seed=seed,
             holdout=holdout, use_groups=not no_groups, progress=progress,
-            on_stage=_stage_printer() if progress else None,
+            on_stage=_stage_printer() if progress else None, allow_unlogged=allow_unlogged,
         )
     except ValueError as err:
         _fail(str(err))
@@ -114,6 +116,12 @@ def learn(
     console.print(f"policy saved to [bold]{summary['policy_path']}[/] (advantage {summary['advantage']}"
                   + (f", preference groups = {summary['preference_groups']}" if summary.get("preference_groups") else "")
                   + ")")
+    if summary.get("never_logged_actions"):
+        never = ", ".join(map(str, summary["never_logged_actions"]))
+        console.print(f"[bold yellow]warning:[/] the log never shows action(s) {escape(never)}: " + (
+            "the policy may choose them on the outcome model's extrapolation alone (--allow-unlogged)"
+            if summary.get("never_logged_get_mass") else
+            "the policy gives them no probability (pass --allow-unlogged to let it choose them)"))
     deg = summary["degeneration"]
     if deg["warning"]:
         console.print(f"[bold yellow]warning:[/] {escape(deg['warning'])}")

@@ -31,6 +31,7 @@ def learn_from_outcome_model(
     n_groups: int | None = None,
     progress: bool = False,
     out_dir=None,
+    allowed=None,
 ) -> tuple[Policy, dict]:
     """Train a categorical policy on logged contexts with rewards r̂ = ``reward_table[row, action]``.
 
@@ -38,7 +39,8 @@ def learn_from_outcome_model(
     predicted reward of every action for every row; ``group: [n]`` optional group codes (for P-GRPO
     or a group embedding); ``out_dir``: where the trainer writes ``metrics.jsonl`` (per step:
     reward_mean, entropy, frac_zero_std, ...) and its checkpoint. Returns the trained policy and
-    the trainer's summary.
+    the trainer's summary. ``allowed [n_actions]`` (bool, optional): only these actions get probability
+    (e.g. those the log shows; see :meth:`~grpokit.policy.heads.CategoricalHead.restrict`).
     """
     features = np.asarray(features, dtype=np.float32)
     reward_table = np.asarray(reward_table, dtype=np.float32)
@@ -62,6 +64,8 @@ def learn_from_outcome_model(
         group_embedding_dim=policy_config.group_embedding_dim,
     )
     policy = Policy(torso, CategoricalHead(reward_table.shape[1]))
+    if allowed is not None:
+        policy.head.restrict(np.asarray(allowed, dtype=bool))
     device = resolve_device(config.device)
     table = torch.as_tensor(reward_table, device=device)
     sampler = TensorContextSampler(torch.as_tensor(features, device=device), None if g is None else g.to(device))

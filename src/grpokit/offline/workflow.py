@@ -203,8 +203,13 @@ def learn_from_log(
     report: bool = True,
     tree_depth: int = 3,
     on_stage=None,
+    allow_unlogged: bool = False,
 ) -> dict:
     """Train a policy on ``log`` (its training rows), judge it on the held-out rows, save it.
+
+    Actions the training rows never show get no probability (their value would be the outcome
+    model's extrapolation alone) unless ``allow_unlogged``; either way they are listed in the
+    summary's ``never_logged_actions``.
 
     Writes ``out_dir/policy.pt`` (network + encoder + metadata), ``out_dir/training/metrics.jsonl``
     and (``report``) ``out_dir/report.html``; returns the summary (see docs/offline.md).
@@ -231,9 +236,12 @@ def learn_from_log(
     config = _learned_config(config, seed, groups is not None)
     if config.advantage.name == "pgrpo" and groups is None:
         groups, n_groups = np.zeros(len(tr), dtype=np.int64), 1  # one preference group: a global history
+    logged = np.bincount(tr.action, minlength=log.n_actions) > 0
+    never = [labels[a] for a in range(log.n_actions) if not logged[a]]
+    allowed = None if (allow_unlogged or not never) else logged
     stage(f"GRPO ({config.advantage.name}, {config.steps} steps)")
     policy, summary = learn_from_outcome_model(x_tr, table, config, policy_config, group=groups, n_groups=n_groups,
-                                               progress=progress, out_dir=out / "training")
+                                               progress=progress, out_dir=out / "training", allowed=allowed)
     metadata = {
         "feature_names": encoder.names,
         "n_actions": int(log.n_actions),
@@ -247,7 +255,7 @@ def learn_from_log(
     save_policy(policy, out / "policy.pt", metadata, encoder=encoder)
 
     probs_tr = action_probabilities(policy, x_tr)
-    best_code = int(table.mean(0).argmax())
+    best_code = int(np.where(logged | (allowed is None), table.mean(0), -np.inf).argmax())
     result: dict = {
         "n_rows": len(log),
         "n_train": int(len(tr)),
@@ -265,6 +273,8 @@ def learn_from_log(
         "model_value_of_logging": float(tr.reward.mean()),
         "model_value_of_best_action_per_row": float(table.max(1).mean()),
         "best_single_action": labels[best_code],
+        "never_logged_actions": never,
+        "never_logged_get_mass": bool(never) and allowed is None,
         "training": {"steps": summary["steps"], "last_metrics": summary["last_metrics"]},
         "policy_path": str(out / "policy.pt"),
         "grpo_config": config.model_dump(mode="json"),
