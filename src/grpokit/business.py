@@ -345,8 +345,17 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "policies": policies,
     }
     if trainer is not None and trainer.budget is not None:
+        hist, spends = trainer.budget.history, trainer.budget.spend_history
+        every = max(1, len(hist) // 50)  # the multiplier's path, at most ~50 points (metrics.jsonl has every step)
         summary["budget"] = {"budget": config.grpo.budget, "lambda": trainer.budget.value,
-                             "train_spend": trainer._last_metrics.get("budget/spend")}
+                             "train_spend": trainer._last_metrics.get("budget/spend"),
+                             "deployed_spend_tracked": trainer._last_metrics.get("budget/deployed_spend"),
+                             "lambda_path": [[i + 1, hist[i]] for i in range(0, len(hist), every)],
+                             "tracked_spend_path": [[i + 1, spends[i]] for i in range(0, len(spends), every)]}
+        if hasattr(scenario, "spend") and grpo_actions.ndim <= 2:
+            eval_spend = scenario.spend(contexts, grpo_actions.unsqueeze(1))
+            summary["budget"]["eval_spend"] = float(eval_spend.double().mean())
+            summary["budget"]["eval_spend_over_budget"] = summary["budget"]["eval_spend"] / config.grpo.budget
     if cfg.pilot and scenario.n_groups >= 4:
         current = assignments.get(cfg.current_policy)
         if current is None:

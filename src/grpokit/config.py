@@ -122,10 +122,10 @@ class GRPOConfig(_Strict):
     reward_weights: dict[str, Real] = Field(default_factory=dict)  #: per named reward component
     reward_combine: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
     budget: Real | None = Field(None, gt=0)  #: allowed expected spend per decision (Lagrange-constrained)
-    budget_lr: Real = Field(0.5, gt=0)  #: dual step: λ ← max(0, λ + budget_lr · (spend − budget) / budget)
-    budget_kp: float = Field(0.0, ge=0)  #: proportional gain of the PI multiplier (0: plain dual ascent)
-    budget_ema: float = Field(0.0, ge=0, lt=1)  #: smoothing of the overspend in the proportional term
-    budget_decay: float = Field(0.0, ge=0)  #: dual step at update t: budget_lr / (1 + budget_decay · t)
+    budget_lr: Real = Field(0.1, gt=0)  #: dual step: λ ← max(0, λ + budget_lr · (spend − budget) / budget)
+    budget_kp: float = Field(1.0, ge=0)  #: proportional gain of the PI multiplier (0: plain dual ascent)
+    budget_ema: float = Field(0.8, ge=0, lt=1)  #: smoothing of the overspend in the proportional term
+    budget_decay: float = Field(0.01, ge=0)  #: dual step at update t: budget_lr / (1 + budget_decay · t)
     #: spend the multiplier tracks: "deployed" (the mode decision of each batch context, what production
     #: spends) or "sampled" (the mean over the G sampled decisions)
     budget_spend: Literal["deployed", "sampled"] = "deployed"

@@ -146,7 +146,8 @@ class GRPOTrainer:
                     "grpo.budget is set, but this run has no spend to constrain (its scenario or log defines "
                     "no cost per decision); remove grpo.budget (from Python, pass spend_fn= to GRPOTrainer)"
                 )
-            self.budget = BudgetMultiplier(c.budget, c.budget_lr, normalized=True)
+            self.budget = BudgetMultiplier(c.budget, c.budget_lr, normalized=True, kp=c.budget_kp,
+                                           ema=c.budget_ema, decay=c.budget_decay)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.step = 0
@@ -289,7 +290,12 @@ class GRPOTrainer:
         if self.budget is not None:
             metrics["budget/spend"] = spend.detach().float().mean()
             metrics["budget/lambda"] = torch.tensor(self.budget.value, device=self.device)
-            self.budget.update(float(metrics["budget/spend"]))
+            tracked = metrics["budget/spend"]
+            if c.budget_spend == "deployed":  # the constraint is on what production decides: the mode
+                with torch.no_grad():
+                    mode = self.policy(contexts.obs, contexts.group, contexts.mask).mode().unsqueeze(1)
+                    tracked = metrics["budget/deployed_spend"] = self.spend_fn(contexts, mode).float().mean()
+            self.budget.update(float(tracked))
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
         metrics["reward_mean"] = total.mean()

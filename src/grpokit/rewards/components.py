@@ -318,6 +318,13 @@ class BudgetMultiplier:
     bind. ``max_value`` (default None: no upper bound) caps λ. ``value`` is the current λ,
     ``history`` the λ after each update and ``spend_history`` the spends fed to them;
     ``state_dict``/``load_state_dict`` round-trip all of it, so a resumed run continues exactly.
+
+    ``kp > 0`` makes it a PI controller (Stooke et al., 2020, "PID Lagrangian"): the update above
+    acts on an integral term I, and the multiplier used is λ = clip(I + kp·ē, 0, max_value), with
+    ē the (normalized) overspend of the last update smoothed by ``ema`` (ē ← ema·ē + (1−ema)·e).
+    The proportional term reacts at once to an overspend, so the integral can move slowly, which
+    damps the oscillation of plain dual ascent (λ overshoots, the policy stops spending, λ falls
+    back to 0, ...). ``decay > 0`` shrinks the step size as η_t = η / (1 + decay·t), so λ settles.
     """
 
     def __init__(
@@ -327,6 +334,9 @@ class BudgetMultiplier:
         init: float = 0.0,
         normalized: bool = False,
         max_value: float | None = None,
+        kp: float = 0.0,
+        ema: float = 0.0,
+        decay: float = 0.0,
     ):
         if not _finite_number(budget) or budget <= 0:
             raise ValueError(f"budget (allowed spend per decision) must be a finite number > 0, got {budget!r}")
@@ -336,6 +346,15 @@ class BudgetMultiplier:
             raise ValueError(f"max_value must be None or a finite number >= 0, got {max_value!r}")
         if not _finite_number(init) or init < 0 or (max_value is not None and init > max_value):
             raise ValueError(f"init must be a finite number in [0, max_value], got {init!r}")
+        if not _finite_number(kp) or kp < 0:
+            raise ValueError(f"kp (proportional gain) must be a finite number >= 0, got {kp!r}")
+        if not _finite_number(ema) or not 0 <= ema < 1:
+            raise ValueError(f"ema (smoothing of the overspend) must be in [0, 1), got {ema!r}")
+        if not _finite_number(decay) or decay < 0:
+            raise ValueError(f"decay (of the dual step size) must be a finite number >= 0, got {decay!r}")
+        self.kp, self.ema, self.decay = float(kp), float(ema), float(decay)
+        self._integral = float(init)
+        self._error = 0.0
         self.budget = float(budget)
         self.lr = float(lr)
         self.normalized = bool(normalized)
@@ -372,10 +391,16 @@ class BudgetMultiplier:
             spend = float(spend_per_decision)
         if not math.isfinite(spend):
             raise ValueError(f"spend per decision must be finite, got {spend}")
-        step = self.lr * (spend - self.budget)
+        error = spend - self.budget
         if self.normalized:
-            step /= self.budget
-        value = max(0.0, self._value + step)
+            error /= self.budget
+        lr = self.lr / (1.0 + self.decay * len(self.history))
+        integral = max(0.0, self._integral + lr * error)
+        if self.max_value is not None:
+            integral = min(integral, self.max_value)
+        self._integral = integral
+        self._error = self.ema * self._error + (1.0 - self.ema) * error
+        value = max(0.0, integral + self.kp * self._error)
         if self.max_value is not None:
             value = min(value, self.max_value)
         self._value = value
@@ -387,12 +412,17 @@ class BudgetMultiplier:
         """Plain floats and lists (JSON-serializable)."""
         return {
             "value": self._value,
+            "integral": self._integral,
+            "error": self._error,
             "history": list(self.history),
             "spend_history": list(self.spend_history),
             "budget": self.budget,
             "lr": self.lr,
             "normalized": self.normalized,
             "max_value": self.max_value,
+            "kp": self.kp,
+            "ema": self.ema,
+            "decay": self.decay,
         }
 
     def load_state_dict(self, state: Mapping, strict: bool = True) -> None:
@@ -403,7 +433,8 @@ class BudgetMultiplier:
         if missing:
             raise ValueError(f"BudgetMultiplier state is missing {missing}")
         if strict:
-            mine = {"budget": self.budget, "lr": self.lr, "normalized": self.normalized, "max_value": self.max_value}
+            mine = {"budget": self.budget, "lr": self.lr, "normalized": self.normalized, "max_value": self.max_value,
+                    "kp": self.kp, "ema": self.ema, "decay": self.decay}
             diff = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
             if diff:
                 raise ValueError(f"saved settings differ from this BudgetMultiplier's (saved, current): {diff}")
@@ -413,13 +444,15 @@ class BudgetMultiplier:
         if len(state["history"]) != len(state["spend_history"]):
             raise ValueError("saved history and spend_history differ in length")
         self._value = value
+        self._integral = float(state.get("integral", value))
+        self._error = float(state.get("error", 0.0))
         self.history = [float(x) for x in state["history"]]
         self.spend_history = [float(x) for x in state["spend_history"]]
 
     def __repr__(self) -> str:
         return (
             f"BudgetMultiplier(value={self._value:.6g}, budget={self.budget}, lr={self.lr}, "
-            f"normalized={self.normalized}, steps={self.steps})"
+            f"normalized={self.normalized}, kp={self.kp}, steps={self.steps})"
         )
 
 

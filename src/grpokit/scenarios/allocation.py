@@ -34,6 +34,15 @@ multiplier ν (x_T: the spend reaching the target), which is continuous and noni
 :meth:`AllocationScenario.oracle_actions` bisects log ν (float64, 100 iterations) until
 Σ_k x_k(ν) = budget. The tests check it against a brute-force simplex grid for K = 3.
 
+Spend and a budget that binds (``reserve = True``): the split gets a K+1-th share w_res that is
+kept (spends and returns nothing), so the spend of a decision is ``budget · (1 − w_res)``
+(:meth:`AllocationScenario.spend`) and a Lagrange-constrained trainer (``grpo.budget``) can spend
+less than the whole budget. With ``mean_spend_cap = S`` the oracle maximizes the mean reward
+subject to mean spend <= S: the KKT conditions give every context the water-filling spends
+x_k(max(μ, ν_i)), where ν_i exhausts context i's own budget and μ >= 0 is one price of money
+common to all contexts, found by bisection until the mean spend equals S (or μ = 0 when the
+cap does not bind). Without ``reserve`` the spend is always the whole budget.
+
 Baselines: :meth:`AllocationScenario.equal_split` (the value of w = 1/K everywhere) and
 :meth:`AllocationScenario.best_fixed_split` (the single split maximizing the mean expected reward
 over a seeded context sample, by exponentiated-gradient ascent on that concave mean).
@@ -86,6 +95,8 @@ class AllocationConfig(BaseModel):
     noise_std: float = Field(2.0, ge=0)  #: sd of the Gaussian noise on the sampled reward
     feature_noise: float = Field(0.3, ge=0)  #: sd of the noise on the group indicators
     reward_components: bool = False  #: reward() returns {"revenue", "target_penalty"} instead of the total
+    reserve: bool = False  #: add a K+1-th share kept unspent, so spend = budget · (1 − w_reserve) can bind
+    mean_spend_cap: float | None = Field(None, gt=0)  #: the oracle's cap on the mean spend per context (needs reserve)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -118,6 +129,9 @@ class AllocationConfig(BaseModel):
                 raise ValueError(f"scenario.saturation has {len(self.saturation)} entries, expected n_channels = {k}")
             if any(s <= 0 for s in self.saturation):
                 raise ValueError(f"scenario.saturation must be > 0, got {self.saturation}")
+        if self.mean_spend_cap is not None and not self.reserve:
+            raise ValueError("scenario.mean_spend_cap needs scenario.reserve = true (without a reserve share every "
+                             "decision spends its whole budget)")
         if self.budget_max < self.budget_min:
             raise ValueError(
                 f"scenario.budget_max must be >= scenario.budget_min, got {self.budget_min} > {self.budget_max}"
@@ -139,7 +153,9 @@ class AllocationScenario(Scenario):
         self.n_groups = p = len(c.shares)
         self.group_names = list(c.group_names)
         self.obs_dim = p + c.n_conditions + 1
-        self.action_spec = {"kind": "dirichlet", "n_components": k}
+        self.action_spec = {"kind": "dirichlet", "n_components": k + int(c.reserve)}
+        if c.reserve:
+            self.channel_names = self.channel_names + ["reserve"]
         gen = torch.Generator().manual_seed(c.seed)
         f64 = torch.float64
         draw_a = torch.randn(p, k, generator=gen, dtype=f64)
@@ -182,10 +198,19 @@ class AllocationScenario(Scenario):
 
     # -- returns ------------------------------------------------------------------------------
 
-    def channel_returns(self, contexts: Contexts, actions: Tensor) -> Tensor:
-        """R_k of splits ``actions: [B, G, K]``: ``[B, G, K]`` (splits clipped at 0, renormalized)."""
+    def _shares(self, actions: Tensor) -> Tensor:
+        """Channel shares ``[..., K]`` of splits ``[..., K (+1 reserve)]`` (clipped at 0, renormalized)."""
         w = actions.clamp_min(0)
         w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+        return w[..., : self.n_channels]
+
+    def spend(self, contexts: Contexts, actions: Tensor) -> Tensor:
+        """Money spent by splits ``actions: [B, G, K(+1)]``: budget · Σ_k w_k, ``[B, G]`` (the reserve is kept)."""
+        return self._shares(actions).sum(-1) * contexts.extra["budget"].to(actions.dtype)[:, None]
+
+    def channel_returns(self, contexts: Contexts, actions: Tensor) -> Tensor:
+        """R_k of splits ``actions: [B, G, K(+1)]``: ``[B, G, K]`` (splits clipped at 0, renormalized)."""
+        w = self._shares(actions)
         _, _, sat, _, _ = self._tables(w.device, w.dtype)
         a = contexts.extra["productivity"].to(w.dtype)[:, None, :]
         x = w * contexts.extra["budget"].to(w.dtype)[:, None, None]
@@ -245,13 +270,30 @@ class AllocationScenario(Scenario):
             lo = (a.log() - sat.log() - budget / sat).amax(-1, keepdim=True)
         else:
             lo = (a.log() - (sat + budget).log()).amax(-1, keepdim=True)
+        hi0 = hi.clone()
         for _ in range(iterations):
             mid = 0.5 * (lo + hi)
             over = self._spend(mid, a, sat, x_target).sum(-1, keepdim=True) > budget
             lo = torch.where(over, mid, lo)  # spending too much: raise ν
             hi = torch.where(over, hi, mid)
-        x = self._spend(0.5 * (lo + hi), a, sat, x_target)
-        w = x / x.sum(-1, keepdim=True)
+        log_nu = 0.5 * (lo + hi)  # [B, 1]: the price that exhausts each context's own budget
+        cap = self.config.mean_spend_cap
+        self.oracle_info = {"mu": 0.0}
+        if cap is not None and float(budget.mean()) > cap:
+            # one price of money μ for all contexts: x_i = x(max(μ, ν_i)), mean spend decreasing in μ
+            m_lo, m_hi = float(log_nu.min()), float(hi0.max())
+            for _ in range(iterations):
+                m = 0.5 * (m_lo + m_hi)
+                spent = self._spend(log_nu.clamp_min(m), a, sat, x_target).sum(-1).mean()
+                m_lo, m_hi = (m, m_hi) if float(spent) > cap else (m_lo, m)
+            log_nu = log_nu.clamp_min(m_hi)
+            self.oracle_info = {"mu": math.exp(m_hi)}
+        x = self._spend(log_nu, a, sat, x_target)
+        if not self.config.reserve:
+            return (x / x.sum(-1, keepdim=True)).to(contexts.obs.dtype)
+        w = x / budget  # spends <= the budget, up to the bisection's float error
+        w = w / w.sum(-1, keepdim=True).clamp_min(1.0)
+        w = torch.cat([w, (1.0 - w.sum(-1, keepdim=True)).clamp_min(0.0)], -1)
         return w.to(contexts.obs.dtype)
 
     # -- baselines ----------------------------------------------------------------------------
@@ -302,4 +344,6 @@ class AllocationScenario(Scenario):
             grad = grad - (w * grad).sum()
             w = w * torch.exp(grad / grad.abs().max().clamp_min(1e-12) / math.sqrt(it + 1))
             w = w / w.sum()
+        if self.config.reserve:  # the whole budget on the channels: the reserve returns nothing
+            best_w = torch.cat([best_w, best_w.new_zeros(1)])
         return best_w.to(torch.float32)
