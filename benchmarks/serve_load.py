@@ -198,7 +198,7 @@ def run(args) -> dict:
     import httpx
 
     work = Path(tempfile.mkdtemp(prefix="grpokit-serve-bench-"))
-    (work / "serve.toml").write_text("[serve.log]\nflush_interval_s = 1.0\n")
+    (work / "serve.toml").write_text("[serve]\n")  # the defaults
     contexts = make_policy(work / "policy.pt")
     single = [json.dumps({"context": c}).encode() for c in contexts]
     out: dict = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},

@@ -1,7 +1,7 @@
 """``grpokit policy register|list|promote|rollback|rollout``: policy versions in the store.
 
-The running service reads the current version and the rollout from the store at every flush of its
-log (every ``log.flush_interval_s``, 1 s by default) and switches without a restart.
+The running service checks the store for the current version and the rollout every
+``log.poll_interval_s`` (1 s by default) and switches without a restart.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def list_(store: Path = StoreOpt, as_json: bool = typer.Option(False, "--json", 
 @policy_app.command("promote")
 def promote(version: str = typer.Argument(..., help="A registered version (or a unique prefix)"), store: Path = StoreOpt,
             note: Optional[str] = typer.Option(None, "--note")) -> None:
-    """Make a version current (the running service switches at its next flush)."""
+    """Make a version current (the running service switches within a second)."""
     from grpokit.serve import versions
 
     out = _with_store(store, lambda con: versions.promote(con, _resolve(con, version), note))
@@ -123,7 +123,7 @@ def rollout(
     salt: str = typer.Option("grpokit", "--salt", help="Hash salt of the unit assignment"),
     store: Path = StoreOpt,
 ) -> None:
-    """Set the rollout (the running service switches at its next flush)."""
+    """Set the rollout (the running service switches within a second)."""
     from pydantic import ValidationError
 
     from grpokit.serve import versions

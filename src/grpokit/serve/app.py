@@ -166,7 +166,8 @@ class ServeState:
         self.started = False
         c = config.log
         self.log = DecisionLog(self.store, config.wal_dir, group_commit_ms=c.group_commit_ms, fsync=c.fsync,
-                               flush_interval_s=c.flush_interval_s, segment_max_bytes=c.segment_max_bytes,
+                               flush_interval_s=c.flush_interval_s, poll_interval_s=c.poll_interval_s,
+                               segment_max_bytes=c.segment_max_bytes,
                                lock_timeout_s=c.store_lock_timeout_s, on_flush=self._poll)
         self.metrics = Metrics(lambda: self.log.queued, lambda: self.log.unflushed)
 
@@ -273,16 +274,16 @@ class ServeState:
 
     def prune(self) -> int:
         """Move fully flushed events older than the retention from the index to ``old_ids``."""
-        last = self.log.last_flush_at
+        last = self.log.last_move_at
         if last is None:
             return 0
-        cutoff = min(time.time() - self.config.index_retention_s, last - 2 * self.config.log.flush_interval_s)
+        cutoff = min(time.time() - self.config.index_retention_s, last - 1.0)
         n = 0
         while self._order and self._order[0][0] < cutoff:
             ts, eid = self._order[0]
             ev = self.index.get(eid)
             if ev is not None and (ev.fut is not None and not ev.fut.done() or
-                                   ev.last_reward_at is not None and ev.last_reward_at > last - self.config.log.flush_interval_s):
+                                   ev.last_reward_at is not None and ev.last_reward_at > last - 1.0):
                 break
             self._order.popleft()
             if ev is not None and ev.ts == ts:
@@ -527,7 +528,7 @@ class ServeState:
                 "policy_version": self.policies.current.version if self.policies else None,
                 "uptime_s": round(time.time() - self.started_at, 3),
                 "log": {"queued": lg.queued, "unflushed": lg.unflushed, "acked": lg.acked,
-                        "last_flush_at": lg.last_flush_at, "last_flush_error": lg.last_flush_error,
+                        "last_moved_to_store_at": lg.last_move_at, "last_flush_error": lg.last_flush_error,
                         "replayed_at_start": self.recovered.get("records", 0)},
                 "policy_error": self.policy_error}
 

@@ -40,7 +40,8 @@ class LogConfig(_Model):
     wal_dir: str | None = None  #: default: "<store>.decision-log" next to the store
     group_commit_ms: float = Field(1.0, ge=0, le=100)  #: extra wait to gather a group before fsync
     fsync: bool = True  #: False only for throwaway experiments: acknowledged decisions may then be lost
-    flush_interval_s: float = Field(1.0, gt=0, le=3600)  #: how often segments move into DuckDB
+    flush_interval_s: float = Field(5.0, gt=0, le=3600)  #: how often segments move into DuckDB
+    poll_interval_s: float = Field(1.0, gt=0, le=3600)  #: how often the store is checked for promotions
     segment_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     index_retention_s: float | None = None  #: in-memory event index horizon (default 2 x reward window)
     store_lock_timeout_s: float = Field(10.0, gt=0)  #: how long to wait for the store file's lock

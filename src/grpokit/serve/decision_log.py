@@ -6,7 +6,7 @@ record survives a crash of the process or the machine (as far as the disk honour
 record waiting while one fsync runs goes into the next one together (group commit; optionally
 after ``group_commit_ms`` of extra gathering), so one fsync serves many requests.
 
-A flusher thread, every ``flush_interval_s``: closes the current segment (a new one takes the
+A flusher thread, every ``flush_interval_s`` (default 5 s): closes the current segment (a new one takes the
 writes), reads every closed segment, inserts its records into the store's tables in one DuckDB
 transaction (``INSERT OR IGNORE`` on the primary keys: event_id, reward_id), records the segment in
 ``serve_segments``, commits, and only then deletes the segment files. On start,
@@ -105,13 +105,15 @@ class DecisionLog:
     """Write-ahead log + DuckDB flusher for one store file (see the module docstring for the guarantee)."""
 
     def __init__(self, store: str | Path, wal_dir: str | Path, *, group_commit_ms: float = 1.0, fsync: bool = True,
-                 flush_interval_s: float = 1.0, segment_max_bytes: int = 64 << 20, lock_timeout_s: float = 10.0,
-                 on_flush: Callable | None = None) -> None:
+                 flush_interval_s: float = 5.0, segment_max_bytes: int = 64 << 20, lock_timeout_s: float = 10.0,
+                 on_flush: Callable | None = None, poll_interval_s: float = 1.0) -> None:
         self.store = Path(store)
         self.wal_dir = Path(wal_dir)
         self.group_commit_s = group_commit_ms / 1000.0
         self.fsync = fsync
         self.flush_interval_s = flush_interval_s
+        self.poll_interval_s = min(poll_interval_s, flush_interval_s)
+        self.last_move_at: float | None = None  #: when closed segments last moved into DuckDB
         self.segment_max_bytes = segment_max_bytes
         self.lock_timeout_s = lock_timeout_s
         self.on_flush = on_flush
@@ -258,18 +260,24 @@ class DecisionLog:
     def _counts(con) -> int:
         return sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("decisions", "rewards", "activations"))
 
-    def flush(self) -> dict:
-        """Close the current segment and move every closed one into DuckDB now; then run ``on_flush``."""
+    def flush(self, move: bool = True) -> dict:
+        """Close the current segment and move every closed one into DuckDB now (``move``); then run
+        ``on_flush`` (the poll of versions), skipped when nothing moved and nobody wrote the store."""
         with self._flush_lock:
-            with self._fd_lock:
-                self._rotate()
-                current = self._seq
-            segs = [(s, p) for s, p in self._segments() if s < current]
+            segs = []
+            if move:
+                with self._fd_lock:
+                    self._rotate()
+                    current = self._seq
+                segs = [(s, p) for s, p in self._segments() if s < current]
+            started = time.time()
             info = {"segments": 0, "records": 0, "inserted": 0, "torn": 0}
             if not segs and (self.on_flush is None or self._store_signature() == self._signature):
                 # nothing to move, and nobody wrote the store since we last closed it: no need to poll
-                self.last_flush_error = None
                 self.last_flush_at = time.time()
+                if move:
+                    self.last_move_at = started
+                    self.last_flush_error = None
                 return info
             try:
                 con = connect(self.store, self.lock_timeout_s)
@@ -281,6 +289,8 @@ class DecisionLog:
                 finally:
                     con.close()
                     self._signature = self._store_signature()
+                if move:
+                    self.last_move_at = started
                 self.last_flush_error = None
                 self.last_flush_at = time.time()
             except StoreBusy as err:
@@ -370,8 +380,9 @@ class DecisionLog:
                 return
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            self.flush()
+        while not self._stop.wait(self.poll_interval_s):
+            due = self.last_move_at is None or time.time() - self.last_move_at >= self.flush_interval_s - 1e-3
+            self.flush(move=due)
 
     def stop(self) -> None:
         """Acknowledge what is queued, then move everything into DuckDB (a clean shutdown leaves no segment)."""

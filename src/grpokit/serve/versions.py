@@ -14,7 +14,8 @@ table                one row per
 
 The current version is the top of the promotion stack: ``promote V`` pushes V, ``rollback`` pops
 the top (back to the version before it). The running service reads the current version and the
-latest rollout row at every flush (every ``log.flush_interval_s``) and switches without a restart.
+latest rollout row every ``log.poll_interval_s`` (1 s; the store is opened only when its file changed)
+and switches without a restart.
 """
 
 from __future__ import annotations
