@@ -193,6 +193,42 @@ async def closed_loop(port: int, bodies: list[bytes], concurrency: int, seconds:
             "p99_ms": _pct(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall}
 
 
+def in_process(work: Path, contexts: list[dict]) -> dict:
+    """CPU cost of the service's own work (no HTTP, no load generator): ``ServeState.decide`` on one
+    context and on 1,000, process CPU time (all threads: the fsync'd writer, the flusher)."""
+    import torch
+
+    from grpokit.serve.app import ServeState
+    from grpokit.serve.config import ServeConfig
+
+    torch.set_num_threads(1)
+    d = work / "inproc"
+    d.mkdir()
+    state = ServeState(ServeConfig(store=str(d / "s.duckdb")), work / "policy.pt")
+    state.startup()
+    one = json.dumps({"context": contexts[0]}).encode()
+    batch = json.dumps({"batch": [{"context": c} for c in contexts[:1000]]}).encode()
+    out = {}
+    try:
+        for name, body, n in (("single", one, 400), ("batch_1000", batch, 10)):
+            async def go(k):
+                for _ in range(k):
+                    await state.decide(json.loads(body))
+
+            asyncio.run(go(max(2, n // 10)))
+            c0, w0 = time.process_time(), time.perf_counter()
+            asyncio.run(go(n))
+            out[name] = {"cpu_ms_per_request": 1000 * (time.process_time() - c0) / n,
+                         "wall_ms_per_request": 1000 * (time.perf_counter() - w0) / n}
+    finally:
+        state.shutdown()
+    out["batch_1000"]["decisions_per_cpu_s"] = 1000 * 1000 / out["batch_1000"]["cpu_ms_per_request"]
+    print(f"in process: single {out['single']['cpu_ms_per_request']:.2f} ms CPU, batch of 1000 "
+          f"{out['batch_1000']['cpu_ms_per_request']:.1f} ms CPU ({out['batch_1000']['decisions_per_cpu_s']:.0f} "
+          "decisions per CPU second)", flush=True)
+    return out
+
+
 def run(args) -> dict:
     import duckdb
     import httpx
@@ -204,6 +240,7 @@ def run(args) -> dict:
     out: dict = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
                  "load_generator": "httpx.AsyncClient on the same machine (asyncio loop, one process)",
                  "work_dir": str(work)}
+    out["in_process"] = in_process(work, contexts)
     sport, bport = free_port(), free_port()
     service = start_service(work, sport, work / "policy.pt", "service.log")
     bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(bport)], stdout=open(work / "bare.log", "ab"),
