@@ -392,3 +392,32 @@ def test_never_logged_actions_get_no_mass_and_are_reported(tmp_path):
     with torch.no_grad():
         probs = policy(torch.randn(50, len(meta["feature_names"]))).log_probs.exp()
     assert probs.shape == (50, 5) and float(probs[:, [2, 3]].max()) == 0.0 and float(probs[:, [0, 1, 4]].min()) > 0
+
+
+def test_evaluate_small_logs_give_valid_json_and_read_codes_against_the_policy(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 400
+    x = rng.normal(size=(n, 2))
+    a = rng.integers(0, 3, n)
+    df = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "action": a, "reward": x[:, 0] * (a == 1) + rng.normal(size=n),
+                       "pscore": 1 / 3})
+    train, out = tmp_path / "train.parquet", tmp_path / "run"
+    df.to_parquet(train)
+    r = runner.invoke(app, ["learn", "--log", str(train), "--out", str(out), "--no-progress", "--outcome-model",
+                            "linear", "--holdout", "0", "--set", "grpo.steps=10"])
+    assert r.exit_code == 0, r.output
+    # an evaluation log that never shows the top action: read against the policy's 3 actions
+    no_top = tmp_path / "no_top.parquet"
+    df[df.action < 2].to_parquet(no_top)
+    v = tmp_path / "v.json"
+    r = runner.invoke(app, ["evaluate", "--log", str(no_top), "--policy", str(out / "policy.pt"), "--json", str(v),
+                            "--method", "ips", "--n-bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    # a one-row log: the interval is undefined, written as null (NaN is not JSON)
+    one = tmp_path / "one.parquet"
+    df.head(1).to_parquet(one)
+    r = runner.invoke(app, ["evaluate", "--log", str(one), "--policy", str(out / "policy.pt"), "--json", str(v),
+                            "--method", "ips", "--n-bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    verdict = json.loads(v.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the verdict JSON"))
+    assert verdict["improvement"]["ci_low"] is None and verdict["verdict"] == "hold"

@@ -25,7 +25,9 @@ SetOption = typer.Option(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # [0, 1] in a message is text, not markup
     raise typer.Exit(code)
 
 

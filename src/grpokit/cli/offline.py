@@ -26,8 +26,11 @@ from grpokit.cli.data import FeaturesOption, _schema_hint, _with_features, print
 
 
 def _read(log: Optional[Path], dataset: Optional[str], store: Path, schema: Optional[Path],
-          features: Optional[str] = None, show_roles: bool = True):
-    """The log (a file with --schema/--features, or a stored dataset), its roles printed for a file."""
+          features: Optional[str] = None, show_roles: bool = True, n_actions: Optional[int] = None):
+    """The log (a file with --schema/--features, or a stored dataset), its roles printed for a file.
+
+    ``n_actions``: the action set to read a file's codes against when its schema declares none (the
+    policy's, for evaluate: an evaluation log need not show every action)."""
     from grpokit.offline.io import read_log
     from grpokit.store import Store
 
@@ -37,7 +40,14 @@ def _read(log: Optional[Path], dataset: Optional[str], store: Path, schema: Opti
         if log is not None:
             if not log.exists():
                 _fail(f"log file {log} does not exist")
-            data = read_log(log, _with_features(_schema(schema), features))
+            s = _with_features(_schema(schema), features)
+            if n_actions is not None:
+                from grpokit.offline.schema import LogSchema
+
+                s = s or LogSchema()
+                if s.n_actions is None and s.actions is None:
+                    s = s.model_copy(update={"n_actions": n_actions})
+            data = read_log(log, s)
             if show_roles:
                 print_roles(data.roles)
             return data
@@ -179,10 +189,10 @@ def evaluate(
         _writable(out, "--out")
     if not 0.0 <= epsilon <= 1.0:
         _fail(f"--epsilon must be in [0, 1], got {epsilon}")
-    features = None
+    features = n_policy_actions = None
     if log is not None and policy.is_file():
-        features = _policy_fields(policy, schema)
-    data = _read(log, dataset, store, schema, features, show_roles=False)
+        features, n_policy_actions = _policy_fields(policy, schema)
+    data = _read(log, dataset, store, schema, features, show_roles=False, n_actions=n_policy_actions)
     console.print(f"[dim]…[/] scoring the policy on {len(data):,} logged decisions ({method}, "
                   f"{n_bootstrap} bootstrap resamples)")
     try:
@@ -229,20 +239,21 @@ def evaluate(
         console.print("written to " + ", ".join(f"[bold]{w}[/]" for w in written))
 
 
-def _policy_fields(policy: Path, schema: Optional[Path]) -> Optional[str]:
-    """The policy's input fields as --features, so a raw log is read with exactly what the policy needs."""
-    s = _schema(schema)
-    if s is not None and s.features is not None:
-        return None
+def _policy_fields(policy: Path, schema: Optional[Path]) -> tuple[Optional[str], Optional[int]]:
+    """The policy's input fields as --features, so a raw log is read with exactly what the policy needs,
+    and its number of actions when it has no action labels (the action set a log's codes belong to)."""
     try:
         from grpokit.policy.deployed import DeployedPolicy
 
         dp = DeployedPolicy.load(policy)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    if dp.encoder is None:
-        return None
-    return ",".join(dp.encoder.names)
+    n_actions = None if getattr(dp, "action_labels", None) and not all(
+        str(lab) == str(i) for i, lab in enumerate(dp.action_labels)) else int(dp.n_actions)
+    s = _schema(schema)
+    if (s is not None and s.features is not None) or dp.encoder is None:
+        return None, n_actions
+    return ",".join(dp.encoder.names), n_actions
 
 
 def _unique(store: Path, run_id: str) -> str:
