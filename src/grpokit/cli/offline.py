@@ -119,6 +119,8 @@ def learn(
         )
     except ValueError as err:
         _fail(str(err))
+    except OSError as err:  # e.g. the disk filled up while writing policy.pt (written atomically: no torn file)
+        _fail(f"cannot write the results in {out} ({err.filename or 'a file'}): {err.strerror or err}")
     _write_json(out / "summary.json", summary)
     _record(store, "learn", str(out), {"log": str(log or dataset), "grpo": cfg.grpo.model_dump(mode="json")},
             {k: v for k, v in summary.items() if k not in ("roles", "explanation", "uplift_curve")})
