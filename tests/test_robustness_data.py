@@ -326,7 +326,7 @@ def test_kill_during_import_with_replace_leaves_the_store_unchanged(tmp_path, si
     assert _datasets(store) == ["d", "after"]
 
 
-def _ranking_log(tmp_path, **changes):
+def _ranking_log(tmp_path, full=False, **changes):
     from grpokit.scenarios.search import SearchScenario
 
     sc = SearchScenario()
@@ -337,7 +337,8 @@ def _ranking_log(tmp_path, **changes):
     df.to_parquet(path)
     schema = tmp_path / "ranking_schema.toml"
     schema.write_text("features = [" + ", ".join(f'"{c}"' for c in sc.feature_names) + ']\nsegment = "user_type"\n'
-                      'item = "candidate"\n')
+                      'item = "candidate"\n' + ('request_id = "request_id"\n[labels]\np_click = "click"\n'
+                                                'p_order = "order"\norder_value = "gmv"\n' if full else ""))
     return path, schema
 
 
@@ -421,3 +422,13 @@ def test_evaluate_small_logs_give_valid_json_and_read_codes_against_the_policy(t
     assert r.exit_code == 0, r.output
     verdict = json.loads(v.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the verdict JSON"))
     assert verdict["improvement"]["ci_low"] is None and verdict["verdict"] == "hold"
+
+
+def test_negative_predictions_refused_where_fusion_would_clamp_them(tmp_path):
+    log, schema = _ranking_log(tmp_path, full=True, order_value=lambda s: s - 1000.0)  # predicted GMV below 0
+    base = ["fusion", "learn", "examples/fusion_log.toml", "--log", str(log), "--schema", str(schema),
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    r = runner.invoke(app, [*base, "--set", "scenario.fusion=log_linear", "--set", "scenario.transforms=identity"])
+    _one_error(r, "task 'order_value' has negative predictions", "log_linear")
+    r = runner.invoke(app, [*base, "--set", "scenario.transforms=sqrt"])
+    _one_error(r, "task 'order_value' has negative predictions", "sqrt")

@@ -42,6 +42,7 @@ def fusion_learn(
         _fail(f"log file {log} does not exist")
     try:
         data = read_ranking_log(log, rs, table=table)
+        _no_negative_where_it_breaks(data, cfg.scenario)
         summary = learn_fusion_from_log(data, cfg, out, progress=progress)
     except (RankingLogError, FileExistsError, ValueError) as err:
         _fail(str(err))
@@ -58,6 +59,20 @@ def fusion_learn(
     console.print(table_)
     console.print(f"policy: [bold]{summary['policy_path']}[/]; summary: {out / 'summary.json'} "
                   "(offline-auction replay: unshown candidates earn nothing, so confirm a promotion online)")
+
+
+def _no_negative_where_it_breaks(data, sc) -> None:
+    """Negative predictions are fine for a linear fusion of raw or ranked scores, but log_linear on raw
+    scores would clamp them to 0, and log1p / sqrt would make them NaN: refuse those, naming the task."""
+    for k, task in enumerate(data.tasks):
+        t = sc.transforms.get(task, "rank") if isinstance(sc.transforms, dict) else sc.transforms
+        if t in ("log1p", "sqrt") or (t == "identity" and sc.fusion == "log_linear"):
+            values = data.scores[..., k][data.mask]
+            if bool((values < 0).any()):
+                how = f"the {t} transform" if t != "identity" else "log_linear fusion of raw scores"
+                _fail(f"task {task!r} has negative predictions (min {float(values.min()):.4g}), which {how} cannot "
+                      "use (it would clamp them to 0 or make them NaN); use scenario.transforms = \"rank\" or "
+                      "fusion = \"linear\", or give non-negative predictions")
 
 
 @fusion_app.command("run")
