@@ -1,0 +1,104 @@
+"""The closed loop's settings: one validated TOML file (``[loop]``, ``[loop.rewards]``, ``[scenario]``,
+``[grpo]``, ``[policy]``); unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from grpokit.config import GRPOConfig, PolicyConfig
+
+__all__ = ["LoopConfig", "LoopSettings", "RewardDelivery", "load_loop_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardDelivery(_Strict):
+    """How the simulated application reports outcomes: some never arrive, some twice, all out of order."""
+
+    loss: float = Field(0.0, ge=0, lt=1)  #: share of rewards never posted (left out of learning)
+    duplicate: float = Field(0.0, ge=0, le=1)  #: share posted twice (the service keeps the first)
+    delay_batches: int = Field(1, ge=0)  #: rewards of a decide batch are posted after this many later batches
+
+
+class LoopSettings(_Strict):
+    seed: int = 0
+    rounds: int = Field(5, ge=1)
+    decisions: int = Field(20_000, ge=100)  #: served per round by the live policy (all cohorts)
+    shadow_decisions: int = Field(2_000, ge=0)  #: served in shadow (live answers, candidate logged)
+    pilot_decisions: int = Field(20_000, ge=100)  #: served in the cohort pilot (canary by cohort)
+    epsilon: float = Field(0.05, ge=0, le=1)  #: exploration: served q = (1 - eps) pi + eps / A
+    start_policy: Literal["best_single", "uniform"] = "best_single"  #: round 0's live policy
+    holdout: float = Field(0.3, gt=0, lt=1)  #: share of each round's live log kept out of training, for the gate
+    train_window: int = Field(60_000, ge=100)  #: learn from at most this many of the latest served rows
+    outcome_model: str = "gbm"
+    gate_margin: float = 0.0  #: the gate passes when the DR improvement's lower bound is above this
+    pilot_design: Literal["strata", "pairs", "complete"] = "strata"
+    stratum_size: int = Field(4, ge=2)
+    pilot_margin: float = 0.0  #: promote when the pilot interval lies above this
+    alpha: float = Field(0.05, gt=0, lt=1)
+    guardrail_alpha: float = Field(0.05, gt=0, lt=1)  #: family-wise over cohorts (Bonferroni)
+    batch: int = Field(1000, ge=1)  #: contexts per decide request
+    eval_size: int = Field(20_000, ge=1000)  #: customers on which true values are computed
+    n_bootstrap: int = Field(500, ge=50)
+    drift: float = Field(0.0, ge=0, le=0.25)  #: per-round drift of responsiveness and costs (0: a fixed world)
+    plant_bad_policy_round: int | None = Field(None, ge=1)  #: fault injection: force a bad policy live then
+    flush_interval_s: float = Field(0.2, gt=0)
+    rewards: RewardDelivery = Field(default_factory=RewardDelivery)
+
+
+class LoopConfig(_Strict):
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    scenario: dict = Field(default_factory=lambda: {"name": "marketing"})
+    grpo: GRPOConfig = Field(default_factory=lambda: GRPOConfig(device="cpu", steps=300, group_size=8))
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoopConfig":
+        name = self.scenario.get("name", "marketing")
+        if name != "marketing":
+            raise ValueError(f"scenario.name = {name!r}: the loop runs categorical scenarios with cohorts; "
+                             "'marketing' is the one supported (pricing/allocation have continuous actions, "
+                             "which the offline layer's estimators do not take)")
+        from grpokit.scenarios.marketing import MarketingConfig
+
+        cfg = MarketingConfig(**self.scenario)
+        if cfg.spillover != 0:
+            raise ValueError("scenario.spillover must be 0 in the loop: off-policy estimates assume no interference")
+        return self
+
+
+def load_loop_config(path: str | Path | None, overrides: list[str] | None = None) -> LoopConfig:
+    """Read ``path`` (None: defaults), apply ``section.key=value`` overrides (TOML values), validate."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"loop config {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{p}: {err}") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    try:
+        return LoopConfig(**data)
+    except ValidationError as err:
+        msgs = ["loop config " + ".".join(str(x) for x in e["loc"]) + f": {e['msg']}" for e in err.errors()]
+        raise ValueError("; ".join(msgs)) from None

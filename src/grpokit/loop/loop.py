@@ -1,0 +1,436 @@
+"""The closed loop: serve, learn from the served log, gate, shadow, pilot by cohort, promote or roll back.
+
+``run_loop(config, out_dir)`` starts a real ``grpokit serve`` on a free loopback port
+(:mod:`~grpokit.loop.service`) and plays the scenario's customers against it over HTTP
+(:mod:`~grpokit.loop.traffic`). Each round r:
+
+1. **serve** ``loop.decisions`` customers with the live policy (round 0: the business's rule, the
+   best single offer, or uniform random), exploration ``epsilon``; rewards come back late, some
+   never, some twice;
+2. **guardrail**: if the live version was promoted (or planted) last round, compare it per cohort
+   with the version before it on this round's served log (DR estimate of the previous version vs the
+   live one's on-policy mean, paired, and the previous version's own served mean of last round vs
+   now, Welch); significantly worse in any cohort at family-wise level ``guardrail_alpha``
+   (Bonferroni over cohorts and both tests) rolls back through the admin endpoint;
+3. **learn** a candidate from the served log alone (the latest ``train_window`` rewarded rows, minus
+   this round's holdout): a cross-fitted outcome model and GRPO with the cohorts as P-GRPO groups
+   (``grpokit.offline.learn.learn_from_outcome_model``);
+4. **gate** it on the holdout (served by the live policy, never trained on): DR value of the
+   candidate's served distribution and its paired improvement over the live one, with CIs, per
+   cohort too; hold unless the improvement's lower bound exceeds ``gate_margin``;
+5. **shadow** it (the live policy answers, the candidate's choices are logged), then **pilot** it:
+   cohorts stratified on this round's served outcome, half of each stratum on the candidate
+   (canary by cohort), analysed from the served log (:mod:`~grpokit.loop.pilot`); promote when the
+   pilot's interval lies above ``pilot_margin``, else hold.
+
+Every round records the simulator's truth beside what the business saw: the live version's true
+value and share of the oracle (exploration included), the off-policy and pilot intervals and the
+true quantities they estimate. ``summary.json`` holds a ``rounds`` list; ``report.html`` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from grpokit.atomic import atomic_write_json
+from grpokit.loop.config import LoopConfig
+from grpokit.loop.world import World
+
+__all__ = ["run_loop"]
+
+_PHASE_SEED = {"live": 1, "shadow": 2, "pilot": 3}
+
+
+# -- policies ---------------------------------------------------------------------------------------
+
+
+def _constant_policy(obs_dim: int, n_actions: int, action: int | None, policy_cfg):
+    """A policy that always chooses ``action`` (logit +30), or uniform random when None."""
+    from grpokit.policy.heads import CategoricalHead
+    from grpokit.policy.network import MLPTorso, Policy
+
+    p = Policy(MLPTorso(obs_dim, policy_cfg.hidden, policy_cfg.activation), CategoricalHead(n_actions))
+    with torch.no_grad():
+        p.out.weight.zero_()
+        p.out.bias.zero_()
+        if action is not None:
+            p.out.bias[action] = 30.0
+    return p
+
+
+@torch.no_grad()
+def _pi(policy, x: np.ndarray) -> np.ndarray:
+    policy.eval()
+    return policy(torch.as_tensor(np.asarray(x, dtype=np.float32))).log_probs.exp().double().numpy()
+
+
+def _served(pi: np.ndarray, eps: float) -> np.ndarray:
+    return (1.0 - eps) * pi + eps / pi.shape[1]
+
+
+class _Version:
+    def __init__(self, policy, path: Path, version: str, label: str):
+        self.policy, self.path, self.version, self.label = policy, path, version, label
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+class _Loop:
+    def __init__(self, cfg: LoopConfig, out: Path, progress: bool):
+        self.cfg, self.s, self.out, self.progress = cfg, cfg.loop, out, progress
+        self.world = World(cfg.scenario, drift=self.s.drift, eval_size=self.s.eval_size, seed=self.s.seed)
+        sc = self.world.scenario_at(0)
+        self.features, self.labels, self.groups = sc.feature_names, sc.action_names, sc.group_names
+        self.A = sc.n_offers
+        self.store = out / "store.duckdb"
+        self.frames: list[pd.DataFrame] = []
+        self.rounds: list[dict] = []
+        self.n_versions = 0
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[loop {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    # versions
+    def _save(self, policy, label: str) -> _Version:
+        from grpokit.policy.io import save_policy
+
+        self.n_versions += 1
+        path = self.out / "policies" / f"v{self.n_versions}_{label}.pt"
+        save_policy(policy, path, {"feature_names": list(self.features), "action_labels": list(self.labels),
+                                   "n_actions": self.A, "group_labels": list(self.groups), "loop_label": label})
+        from grpokit.policy.deployed import DeployedPolicy
+
+        return _Version(policy, path, DeployedPolicy.load(path).version, label)
+
+    def _register(self, v: _Version) -> None:
+        from grpokit.serve.tables import connect
+        from grpokit.serve.versions import register
+
+        con = connect(self.store, 60.0)
+        try:
+            register(con, self.store, v.path, note=f"loop {v.label}")
+        finally:
+            con.close()
+
+    def _start_policy(self) -> _Version:
+        sc = self.world.scenario_at(0)
+        if self.s.start_policy == "uniform":
+            return self._save(_constant_policy(sc.obs_dim, self.A, None, self.cfg.policy), "uniform")
+        # the business's rule: the one offer that is best for everyone (from its past A/B tests;
+        # here the simulator's truth on a fresh sample, so round 0 is the real best single offer)
+        gen = torch.Generator().manual_seed(self.s.seed + 99)
+        ctx = sc.sample_contexts(20_000, gen)
+        best = int(World.table(sc, ctx).mean(0).argmax())
+        return self._save(_constant_policy(sc.obs_dim, self.A, best, self.cfg.policy), f"best_single_{best}")
+
+    def _bad_policy(self, rnd: int) -> _Version:
+        sc = self.world.scenario_at(rnd)
+        worst = int(World.table(sc, self.world.eval_contexts(rnd)).mean(0).argmin())
+        return self._save(_constant_policy(sc.obs_dim, self.A, worst, self.cfg.policy), f"planted_bad_{worst}")
+
+    # data
+    def _x(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[self.features].to_numpy(np.float64)
+
+    def _collect(self, tag: str, expected: int, timeout_s: float = 120.0) -> tuple[pd.DataFrame, dict]:
+        """The rewarded served rows of one phase, once the service has flushed them all."""
+        from grpokit.serve.export import served_frame
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                frame, info = served_frame(self.store, shadow=True)
+                rows = frame[frame["decision_id"].str.startswith(tag + "-")]
+            except ValueError:
+                rows, info = pd.DataFrame(), {}
+            if len(rows) >= expected or time.monotonic() > deadline:
+                if len(rows) < expected:
+                    raise RuntimeError(f"phase {tag}: {len(rows)} rewarded decisions in the log after "
+                                       f"{timeout_s} s, expected {expected}")
+                return rows.reset_index(drop=True), info
+            time.sleep(0.3)
+
+    def _phase(self, client, rnd: int, name: str, n: int) -> tuple[dict, pd.DataFrame, dict]:
+        from grpokit.loop.traffic import play
+
+        tag = f"r{rnd}{name}"
+        t0 = time.perf_counter()
+        played = play(client, self.world.scenario_at(rnd), n, tag=tag, seed=self.s.seed * 100_003 + rnd * 101
+                      + _PHASE_SEED[name], batch=self.s.batch, delivery=self.s.rewards)
+        t1 = time.perf_counter()
+        frame, info = self._collect(tag, n - played["posted"]["lost"])
+        played["seconds"] = {"serve": t1 - t0, "collect": time.perf_counter() - t1}
+        played["export"] = {k: info.get(k) for k in ("duplicate_rewards_ignored", "left_out_pending",
+                                                    "late_rewards_ignored")}
+        self.frames.append(frame)
+        return played, frame, info
+
+    # truth
+    def _truth(self, rnd: int, v: _Version) -> dict:
+        ctx = self.world.eval_contexts(rnd)
+        return self.world.value(rnd, _served(_pi(v.policy, ctx.obs.double().numpy()), self.s.epsilon))
+
+    # steps
+    def _learn(self, rnd: int, train: pd.DataFrame) -> tuple[_Version, dict]:
+        from grpokit.offline.learn import learn_from_outcome_model
+        from grpokit.offline.outcome import OutcomeModel
+
+        x = self._x(train)
+        a = train["action"].to_numpy(np.int64)
+        r = train["reward"].to_numpy(np.float64)
+        g = train["group"].map({n: i for i, n in enumerate(self.groups)}).to_numpy(np.int64)
+        t0 = time.perf_counter()
+        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + rnd).fit(x, a, r).predict_crossfit()
+        grpo = self.cfg.grpo.model_copy(update={"seed": self.cfg.grpo.seed + rnd})
+        policy, summary = learn_from_outcome_model(x, table, grpo, self.cfg.policy, group=g, n_groups=len(self.groups))
+        v = self._save(policy, f"r{rnd}_candidate")
+        return v, {"rows": len(train), "seconds": time.perf_counter() - t0, "steps": summary["steps"]}
+
+    def _gate(self, rnd: int, hold: pd.DataFrame, cand: _Version, live: _Version) -> dict:
+        from grpokit.offline.estimators import estimate_improvement, estimate_value
+        from grpokit.offline.outcome import OutcomeModel
+
+        x = self._x(hold)
+        a, r, p = hold["action"].to_numpy(np.int64), hold["reward"].to_numpy(np.float64), hold["pscore"].to_numpy()
+        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 500 + rnd).fit(x, a, r).predict_crossfit()
+        target = _served(_pi(cand.policy, x), self.s.epsilon)
+        kw = dict(alpha=self.s.alpha, n_bootstrap=self.s.n_bootstrap, seed=self.s.seed + rnd)
+        value = estimate_value("dr", reward=r, action=a, pscore=p, target_probs=target, reward_hat=rhat, **kw)
+        imp = estimate_improvement("dr", reward=r, action=a, pscore=p, target_probs=target, reward_hat=rhat, **kw)
+        per = {}
+        grp = hold["group"].to_numpy()
+        for c in self.groups:
+            rows = grp == c
+            if rows.sum() < 50:
+                continue
+            e = estimate_improvement("dr", reward=r[rows], action=a[rows], pscore=p[rows], target_probs=target[rows],
+                                     reward_hat=rhat[rows], **kw)
+            per[c] = {"improvement": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "rows": int(rows.sum())}
+        return {"rows": len(hold), "candidate_value": {"value": value.value, "ci_low": value.ci_low,
+                                                       "ci_high": value.ci_high},
+                "live_value_on_policy": float(r.mean()),
+                "improvement": {"value": imp.value, "ci_low": imp.ci_low, "ci_high": imp.ci_high},
+                "per_cohort": per, "passed": bool(imp.ci_low > self.s.gate_margin)}
+
+    def _guardrail(self, rnd: int, frame: pd.DataFrame, live: _Version, prev: _Version, prev_frame: pd.DataFrame | None) -> dict:
+        from scipy import stats
+
+        from grpokit.offline.estimators import estimate_improvement
+        from grpokit.offline.outcome import OutcomeModel
+
+        x = self._x(frame)
+        a, r, p = frame["action"].to_numpy(np.int64), frame["reward"].to_numpy(np.float64), frame["pscore"].to_numpy()
+        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 900 + rnd).fit(x, a, r).predict_crossfit()
+        target = _served(_pi(prev.policy, x), self.s.epsilon)
+        grp = frame["group"].to_numpy()
+        cohorts = [c for c in self.groups if (grp == c).sum() >= 50]
+        level = self.s.guardrail_alpha / (2 * len(cohorts))
+        per, worse = {}, []
+        for c in cohorts:
+            rows = grp == c
+            e = estimate_improvement("dr", reward=r[rows], action=a[rows], pscore=p[rows], target_probs=target[rows],
+                                     reward_hat=rhat[rows], alpha=level, n_bootstrap=max(self.s.n_bootstrap, 2000),
+                                     seed=self.s.seed + rnd)
+            block = {"previous_minus_live_dr": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
+            if prev_frame is not None:
+                before = prev_frame.loc[prev_frame["group"] == c, "reward"].to_numpy()
+                now = r[rows]
+                if len(before) > 1:
+                    t = stats.ttest_ind(before, now, equal_var=False)
+                    block["before_minus_now"] = float(before.mean() - now.mean())
+                    block["welch_p_one_sided"] = float(t.pvalue / 2 if t.statistic > 0 else 1 - t.pvalue / 2)
+            block["worse"] = bool(e.ci_low > 0 or block.get("welch_p_one_sided", 1.0) < level)
+            per[c] = block
+            if block["worse"]:
+                worse.append(c)
+        return {"previous_version": prev.version, "level_per_test": level, "per_cohort": per,
+                "worse_cohorts": worse, "rollback": bool(worse)}
+
+    def _pilot(self, client, rnd: int, pre: pd.DataFrame, cand: _Version, live: _Version) -> dict:
+        from grpokit.loop.pilot import analyze_from_log, plan_from_log, save_analysis, save_plan
+
+        plan = plan_from_log(pre, decisions=self.s.pilot_decisions, design=self.s.pilot_design,
+                             stratum_size=self.s.stratum_size, seed=self.s.seed * 1000 + rnd, alpha=self.s.alpha)
+        name = f"round{rnd}"
+        save_plan(self.store, name, plan, replace=True)
+        client.set_rollout("canary", candidate=cand.version, cohorts=plan.treated_cohorts)
+        played, frame, _ = self._phase(client, rnd, "pilot", self.s.pilot_decisions)
+        client.set_rollout("live")
+        res = analyze_from_log(plan, frame, margin=self.s.pilot_margin, seed=rnd)
+        save_analysis(self.store, name, res)
+        ctx = played["contexts"]
+        sc = self.world.scenario_at(rnd)
+        table = World.table(sc, ctx)
+        obs = ctx.obs.double().numpy()
+        diff = ((_served(_pi(cand.policy, obs), self.s.epsilon) - _served(_pi(live.policy, obs), self.s.epsilon))
+                * table).sum(1)
+        cohorts = played["cohorts"]
+        res["true_effect"] = float(np.mean([diff[cohorts == c].mean() for c in plan.cohorts]))
+        res["covered"] = bool(res["ci_low"] <= res["true_effect"] <= res["ci_high"])
+        res["power"] = plan.power
+        res["seconds"] = played["seconds"]
+        return res
+
+    # one round
+    def round(self, client, rnd: int, state: dict) -> dict:
+        s = self.s
+        t_round = time.perf_counter()
+        rec: dict = {"round": rnd}
+        if s.plant_bad_policy_round == rnd:
+            bad = self._bad_policy(rnd)
+            self._register(bad)
+            client.promote(bad.version)
+            state["previous"], state["live"], state["check_guardrail"] = state["live"], bad, True
+            rec["planted"] = bad.version
+        live: _Version = state["live"]
+        rec["live_version"], rec["live_label"] = live.version, live.label
+        truth = self._truth(rnd, live)
+        rec.update({"true_value": truth["value"], "oracle_value": truth["oracle"],
+                    "share_of_oracle": truth["share_of_oracle"], "spend": truth["spend"],
+                    "per_cohort_true": truth["per_cohort"]})
+        for key in ("frozen", "start"):
+            if state.get(key) is not None:
+                t = self._truth(rnd, state[key])
+                rec[f"{key}_value"], rec[f"{key}_share_of_oracle"] = t["value"], t["share_of_oracle"]
+        self.log(f"round {rnd}: serving {s.decisions} with {live.label} (true share of oracle {truth['share_of_oracle']:.3f})")
+        played, frame, info = self._phase(client, rnd, "live", s.decisions)
+        live_frame = frame[frame["arm"] == "live"]
+        rec["served"] = {"decisions": s.decisions, "rewarded": len(frame), "posted": played["posted"],
+                         "export": played["export"], "seconds": played["seconds"],
+                         "observed_mean_reward": float(frame["reward"].mean())}
+        if state.get("check_guardrail") and state.get("previous") is not None:
+            g = self._guardrail(rnd, live_frame, live, state["previous"], state.get("previous_frame"))
+            rec["guardrail"] = g
+            state["check_guardrail"] = False
+            if g["rollback"]:
+                client.rollback()
+                state["live"] = state["previous"]
+                rec["verdict"] = "rollback"
+                rec["rolled_back_to"] = state["live"].version
+                self.log(f"round {rnd}: guardrail rolled back {live.label} (worse in {g['worse_cohorts']})")
+                rec["seconds"] = time.perf_counter() - t_round
+                state["previous_frame"] = live_frame
+                return rec
+        rng = np.random.default_rng(s.seed * 7919 + rnd)
+        is_hold = rng.random(len(live_frame)) < s.holdout
+        hold = live_frame[is_hold]
+        hold_ids = set(hold["decision_id"])
+        train = pd.concat(self.frames, ignore_index=True)
+        train = train[~train["decision_id"].isin(hold_ids)].tail(s.train_window)
+        cand, learn = self._learn(rnd, train)
+        rec["learn"] = learn
+        gate = self._gate(rnd, hold, cand, live)
+        ct, lt = self._truth(rnd, cand), truth
+        gate["true_candidate_value"] = ct["value"]
+        gate["true_improvement"] = ct["value"] - lt["value"]
+        gate["value_covered"] = bool(gate["candidate_value"]["ci_low"] <= ct["value"] <= gate["candidate_value"]["ci_high"])
+        gate["improvement_covered"] = bool(gate["improvement"]["ci_low"] <= gate["true_improvement"]
+                                           <= gate["improvement"]["ci_high"])
+        rec["candidate"] = {"version": cand.version, "label": cand.label, "true_value": ct["value"],
+                            "share_of_oracle": ct["share_of_oracle"]}
+        rec["gate"] = gate
+        self.log(f"round {rnd}: candidate true share {ct['share_of_oracle']:.3f}; gate improvement "
+                 f"{gate['improvement']['value']:.3f} [{gate['improvement']['ci_low']:.3f}, "
+                 f"{gate['improvement']['ci_high']:.3f}] (true {gate['true_improvement']:.3f})")
+        if not gate["passed"]:
+            rec["verdict"] = "hold (gate)"
+        else:
+            self._register(cand)
+            if s.shadow_decisions:
+                client.set_rollout("shadow", candidate=cand.version)
+                _, sh, _ = self._phase(client, rnd, "shadow", s.shadow_decisions)
+                client.set_rollout("live")
+                rec["shadow"] = {"decisions": len(sh), "agreement": float((sh["shadow_action_code"] == sh["action"]).mean()),
+                                 "candidate_logged": bool(sh["shadow_version"].eq(cand.version).all())}
+            pilot = self._pilot(client, rnd, live_frame, cand, live)
+            rec["pilot"] = pilot
+            self.log(f"round {rnd}: pilot {pilot['estimate']:.3f} [{pilot['ci_low']:.3f}, {pilot['ci_high']:.3f}] "
+                     f"(true {pilot['true_effect']:.3f}): {pilot['verdict']}")
+            if pilot["verdict"] == "promote":
+                client.promote(cand.version)
+                state["previous"], state["live"], state["check_guardrail"] = live, cand, True
+                if state.get("frozen") is None:
+                    state["frozen"] = cand
+                rec["verdict"] = "promote"
+            else:
+                rec["verdict"] = f"hold (pilot: {pilot['verdict']})"
+        rec["promoted_true_gain"] = (rec["candidate"]["true_value"] - rec["true_value"]
+                                     if rec["verdict"] == "promote" else None)
+        state["previous_frame"] = live_frame
+        rec["seconds"] = time.perf_counter() - t_round
+        return rec
+
+
+def _coverage(rounds: list[dict]) -> dict:
+    hits = []
+    for r in rounds:
+        g = r.get("gate")
+        if g:
+            hits += [("off_policy_value", g["value_covered"]), ("off_policy_improvement", g["improvement_covered"])]
+        if r.get("pilot"):
+            hits.append(("pilot", r["pilot"]["covered"]))
+    out = {"intervals": len(hits), "covered": int(sum(h for _, h in hits))}
+    for kind in ("off_policy_value", "off_policy_improvement", "pilot"):
+        k = [h for n, h in hits if n == kind]
+        out[kind] = {"intervals": len(k), "covered": int(sum(k))}
+    out["share"] = out["covered"] / out["intervals"] if hits else None
+    return out
+
+
+def run_loop(config: LoopConfig, out_dir: str | Path, *, progress: bool = False) -> dict:
+    """Run the closed loop (module doc); returns ``summary.json``'s content."""
+    from grpokit.loop.report import write_loop_report
+    from grpokit.loop.service import ServiceProcess
+
+    out = Path(out_dir)
+    if (out / "summary.json").exists():
+        raise FileExistsError(f"{out} already holds a loop run: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.model_dump_json(indent=1))
+    t0 = time.perf_counter()
+    lp = _Loop(config, out, progress)
+    start = lp._start_policy()
+    state = {"live": start, "start": start, "previous": None, "frozen": None}
+    svc = ServiceProcess(lp.store, start.path, epsilon=config.loop.epsilon, seed=config.loop.seed,
+                         flush_interval_s=config.loop.flush_interval_s)
+    from threadpoolctl import threadpool_limits
+
+    # one thread for OpenMP/BLAS (the GBM outcome models, torch): on a shared machine oversubscribed
+    # OpenMP threads spin and make a fit several times slower
+    with svc, threadpool_limits(1):
+        client = svc.client
+        for rnd in range(config.loop.rounds):
+            rec = lp.round(client, rnd, state)
+            lp.rounds.append(rec)
+            atomic_write_json(out / "rounds.partial.json", {"rounds": lp.rounds})
+        final_round = config.loop.rounds
+        live = state["live"]
+        ft = lp._truth(final_round if config.loop.drift else 0, live)
+        served_version = client.policy().get("version")
+    final = {"live_version": live.version, "live_label": live.label, "serving_version": served_version,
+             "true_value": ft["value"], "share_of_oracle": ft["share_of_oracle"], "oracle_value": ft["oracle"],
+             "world_round": final_round if config.loop.drift else 0}
+    for key in ("frozen", "start"):
+        if state.get(key) is not None:
+            t = lp._truth(final["world_round"], state[key])
+            final[f"{key}_value"], final[f"{key}_share_of_oracle"] = t["value"], t["share_of_oracle"]
+    bad = [r["round"] for r in lp.rounds if r.get("verdict") == "promote" and r["promoted_true_gain"] < 0]
+    summary = {"scenario": "marketing", "seed": config.loop.seed, "rounds": lp.rounds, "final": final,
+               "promotions": sum(r.get("verdict") == "promote" for r in lp.rounds),
+               "rollbacks": sum(r.get("verdict") == "rollback" for r in lp.rounds),
+               "promoted_worse": bad, "coverage": _coverage(lp.rounds), "wall_seconds": time.perf_counter() - t0,
+               "service": {"url": svc.url, "store": str(lp.store)}}
+    write_loop_report(out / "report.html", summary)
+    summary["report"] = str(out / "report.html")
+    atomic_write_json(out / "summary.json", summary)
+    (out / "rounds.partial.json").unlink(missing_ok=True)
+    return summary
