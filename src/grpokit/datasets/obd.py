@@ -13,8 +13,13 @@ Feature engineering follows obp's ``OpenBanditDataset.pre_process`` with two doc
 differences:
 
 * ``context`` = one-hot ``user_feature_0..3`` (all levels kept by default; obp uses
-  ``drop_first=True``, available here as ``drop_first=True``) followed by the 80 numeric
+  ``drop_first=True``, available here as ``drop_first=True``) followed by the n_items numeric
   ``user-item_affinity_<i>`` columns, as float64.
+
+The number of items is read from the data, not assumed: it is the number of rows of
+``item_context.csv`` (item ids exactly 0..n_items-1), and the log must hold exactly the
+``user-item_affinity_0..n_items-1`` columns (OBD's ``all`` campaign has 80 items, ``men`` 34,
+``women`` 46). A mismatch between the two files is an error naming both counts.
 * ``action_context`` = numeric ``item_feature_0`` followed by one-hot ``item_feature_1..3``
   (obp label-encodes these instead). Categories are ordered by first appearance in item-id
   order, not by hash: the hashed strings differ between the random and the bts folders
@@ -48,7 +53,7 @@ __all__ = [
 
 BEHAVIORS = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")
-OBD_N_ACTIONS = 80
+OBD_N_ACTIONS = 80  #: items of the "all" campaign (men: 34, women: 46); load_obd reads the count from the data
 OBD_LEN_LIST = 3
 
 _USER_FEATURES = tuple(f"user_feature_{i}" for i in range(4))
@@ -159,10 +164,15 @@ def _one_hot(
     return mat, names, used
 
 
-def _read_item_context(path: Path, n_actions: int) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+def _read_item_context(path: Path, n_actions: int | None = None) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Item features; ``n_actions=None``: as many items as rows (ids must be 0..rows-1)."""
     if not path.is_file():
         raise FileNotFoundError(f"OBD item context file not found: {path}")
     ic = pd.read_csv(path, index_col=0)
+    if n_actions is None:
+        n_actions = len(ic)
+        if n_actions == 0:
+            raise ValueError(f"{path}: no items (the item context file has no rows)")
     need = ("item_id", "item_feature_0") + _ITEM_CAT_FEATURES
     missing = [c for c in need if c not in ic.columns]
     if missing:
@@ -211,7 +221,9 @@ def load_obd(
         raise FileNotFoundError(
             f"OBD log not found for behavior={behavior!r}, campaign={campaign!r}: {log_path}"
         )
-    n_actions, len_list = OBD_N_ACTIONS, OBD_LEN_LIST
+    len_list = OBD_LEN_LIST
+    item_context, action_context, ac_names = _read_item_context(folder / "item_context.csv")
+    n_actions = len(item_context)
 
     df = pd.read_csv(log_path, index_col=0)
     missing = [c for c in _REQUIRED_LOG_COLS + _USER_FEATURES if c not in df.columns]
@@ -219,10 +231,15 @@ def load_obd(
         raise ValueError(f"{log_path}: missing columns {missing}")
     aff_cols = [f"{_AFFINITY_PREFIX}{i}" for i in range(n_actions)]
     missing_aff = [c for c in aff_cols if c not in df.columns]
-    if missing_aff:
+    extra_aff = sorted((c for c in df.columns if str(c).startswith(_AFFINITY_PREFIX) and c not in set(aff_cols)),
+                       key=str)
+    if missing_aff or extra_aff:
+        n_log = sum(str(c).startswith(_AFFINITY_PREFIX) for c in df.columns)
         raise ValueError(
-            f"{log_path}: missing {len(missing_aff)} user-item affinity columns "
-            f"(e.g. {missing_aff[:3]})"
+            f"{log_path}: the item context file {folder / 'item_context.csv'} lists {n_actions} items (ids "
+            f"0..{n_actions - 1}), so the log needs columns {aff_cols[0]}..{aff_cols[-1]}; it has {n_log} affinity "
+            f"columns" + (f", missing {len(missing_aff)} (e.g. {missing_aff[:3]})" if missing_aff else "")
+            + (f", unexpected {extra_aff[:3]}" if extra_aff else "")
         )
     df = df.reset_index(drop=True)
     n = len(df)
@@ -275,8 +292,6 @@ def load_obd(
         raise ValueError(f"{log_path}: user-item affinity columns must be numeric without missing values")
     context = np.ascontiguousarray(np.concatenate([user_oh, aff], axis=1), dtype=np.float64)
 
-    item_context, action_context, ac_names = _read_item_context(folder / "item_context.csv", n_actions)
-
     return OBDLog(
         n_rounds=n,
         n_actions=n_actions,
@@ -328,11 +343,17 @@ def _read_prior_json(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return _validate_alpha_beta(data["alpha"], data["beta"], str(path))
 
 
-def load_bts_prior(root: str | Path, campaign: str = "all") -> tuple[np.ndarray, np.ndarray]:
-    """Read ``root/bts/<campaign>/prior_bts.json`` -> (alpha, beta), float64 arrays."""
+def load_bts_prior(root: str | Path, campaign: str = "all", n_actions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``root/bts/<campaign>/prior_bts.json`` -> (alpha, beta), float64 arrays.
+
+    ``n_actions``: the campaign's item count (``OBDLog.n_actions``); a prior of another length is an error."""
     campaign = _check_choice("campaign", campaign, CAMPAIGNS)
     root = _check_root(root)
-    return _read_prior_json(root / "bts" / campaign / "prior_bts.json")
+    path = root / "bts" / campaign / "prior_bts.json"
+    alpha, beta = _read_prior_json(path)
+    if n_actions is not None and alpha.size != n_actions:
+        raise ValueError(f"{path}: the BTS prior has {alpha.size} items but the campaign's logs have {n_actions}")
+    return alpha, beta
 
 
 def bts_action_dist(

@@ -54,7 +54,8 @@ def validate_obd(
     t0 = time.perf_counter()
     random_log = load_obd(root, "random", campaign)
     bts_log = load_obd(root, "bts", campaign)
-    dist = bts_action_dist(load_bts_prior(root, campaign), n_sim=n_sim, seed=seed, len_list=random_log.len_list)
+    dist = bts_action_dist(load_bts_prior(root, campaign, random_log.n_actions), n_sim=n_sim, seed=seed,
+                           len_list=random_log.len_list)
     target = obd_target_probs(dist, random_log.position)
     x = obd_policy_features(random_log)
     model = OutcomeModel(
@@ -147,7 +148,7 @@ def learn_obd(
         seed=seed,
     )
     grpo_probs = action_probabilities(policy, x[test])
-    dist = bts_action_dist(load_bts_prior(root, campaign), n_sim=n_sim, seed=seed, len_list=log.len_list)
+    dist = bts_action_dist(load_bts_prior(root, campaign, log.n_actions), n_sim=n_sim, seed=seed, len_list=log.len_list)
     bts_probs = obd_target_probs(dist, log.position[test])
     by_estimator = {m: estimate_value(m, target_probs=grpo_probs, **common).to_dict() for m in ESTIMATORS}
     grpo = by_estimator[method]
