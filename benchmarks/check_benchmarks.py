@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                           "'<!-- /bench-check -->' lines where the table goes")
                     failed += 1
                     continue
-                text = _BLOCK.sub(lambda m: m.group(1) + table + m.group(4) if m["name"] == name else m.group(0), text)
+                text = _BLOCK.sub(lambda m, t=table, n=name: m.group(1) + t + m.group(4) if m["name"] == n else m.group(0), text)
                 print("  written")
                 continue
             diff = same(found[name], table)

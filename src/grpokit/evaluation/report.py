@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grpokit.atomic import atomic_write_text
 
-__all__ = ["write_report", "line_chart_svg", "bar_chart_svg", "table_html", "fmt_num", "fmt_pct", "fmt_ci"]
+__all__ = ["write_report", "line_chart_svg", "bar_chart_svg", "table_html", "fmt_num", "fmt_pct", "fmt_rel", "fmt_ci"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1240px;padding:0 1em;color:#222}
@@ -69,11 +69,21 @@ def fmt_pct(v) -> str:
     return f"{100 * v:.1f} %"
 
 
+def fmt_rel(v) -> str:
+    """A relative change, signed, with two decimals: 0.01034 -> '+1.03 %'."""
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "–" if v is None else str(v)
+    return f"{100 * v:+.2f} %"
+
+
+_FORMATS = {"pct": fmt_pct, "rel": fmt_rel}
+
+
 def fmt_ci(low, high, kind: str = "num") -> str:
     """``[low, high]`` in the same format as the value."""
     if low is None or high is None:
         return ""
-    f = fmt_pct if kind == "pct" else fmt_num
+    f = _FORMATS.get(kind, fmt_num)
     return f"[{f(low)}, {f(high)}]"
 
 
@@ -81,18 +91,18 @@ def _cell(v, kind: str = "num") -> str:
     """A table cell's HTML: numbers formatted by kind; ``(value, low, high)`` as value with its interval below."""
     if isinstance(v, tuple):
         value, low, high = v
-        main = (fmt_pct if kind == "pct" else fmt_num)(value)
+        main = _FORMATS.get(kind, fmt_num)(value)
         ci = fmt_ci(low, high, kind)
         return main + (f"<br><span class='ci'>{ci}</span>" if ci else "")
-    if kind == "pct":
-        return fmt_pct(v)
+    if kind in _FORMATS:
+        return _FORMATS[kind](v)
     if kind == "raw":
         return str(v)
     return fmt_num(v)
 
 
 def table_html(header: list[str], rows: list[list], kinds: list[str] | None = None) -> str:
-    """A scrollable table; ``kinds[j]`` formats column j ("num", "pct", or "raw" for trusted HTML)."""
+    """A scrollable table; ``kinds[j]`` formats column j ("num", "pct", "rel" for signed relative changes, or "raw")."""
     kinds = kinds or ["num"] * len(header)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(

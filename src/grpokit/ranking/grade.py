@@ -203,8 +203,6 @@ def _paired_change(per_req: dict, base: dict, z: float = 1.959964) -> dict:
 def fusion_headline(summary: dict) -> list[str]:
     """GRADE against the tuned static weights (relative changes with paired CIs), and every ablation
     or baseline that beats GRADE on GPM or OPM."""
-    from grpokit.evaluation.report import fmt_pct
-
     pol = summary["policies"]
     g = pol.get("grade")
     if g is None:
@@ -225,7 +223,7 @@ def fusion_headline(summary: dict) -> list[str]:
                   and b["true"][metric] > g["true"][metric]]
         for n, v in sorted(better, key=lambda t: -t[1]):
             lines.append(f"{n} beats GRADE on {label}: {v:,.1f} vs {g['true'][metric]:,.1f} "
-                         f"({fmt_pct(v / g['true'][metric] - 1.0)})")
+                         f"({rel(v / g['true'][metric] - 1.0)})")
     return lines
 
 
@@ -244,7 +242,7 @@ def fusion_sections(summary: dict, task_names: list[str], k: int) -> list[tuple[
                      (b["opm_vs_static_tuned"], *(pc.get("opm") or [None, None]))])
     metrics = table_html(["policy", "GPM [95 % CI]", "OPM [95 % CI]", "CTR", "CVR", f"NDCG@{k} (auction)", "GAUC (auction)",
                           "GPM vs static_tuned", "OPM vs static_tuned"], rows,
-                         ["raw", "num", "num", "pct", "pct", "num", "num", "pct", "pct"])
+                         ["raw", "num", "num", "pct", "pct", "num", "num", "rel", "rel"])
     types = list(dict.fromkeys(t for b in pol.values() for t in (b.get("per_type") or {})))
 
     def opm(b, t):
