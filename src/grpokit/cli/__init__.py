@@ -31,6 +31,9 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(policy_app, name="policy")
 app.add_typer(pilot_app, name="pilot")
 app.add_typer(runs_app, name="runs")
+from grpokit.cli.cohorts import cohorts_app  # noqa: E402
+
+app.add_typer(cohorts_app, name="cohorts")
 
 
 def _version(value: bool) -> None:
