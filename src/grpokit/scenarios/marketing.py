@@ -99,6 +99,20 @@ to log them):
   expected profit the customer's own offer adds (the effect on peers through q is not in it).
   It is not observable in reality: use it for diagnostics, or as a privileged training signal.
 
+Group-relative components (the seed's "improvement over the group median"): with ``ref`` the
+offer named by ``improvement_reference`` ("none": no offer; or the current policy's offer, e.g.
+"10% off") and the same random numbers (u, z) as the sampled outcome (a paired draw, same treated
+share q_b)::
+
+    improvement_bi            = profit_bi − profit_b(ref)
+    relative_to_cohort_median = improvement_bi − median{improvement_jk : cohort_j = cohort_b}
+    cohort_percentile_rank    = mid-rank percentile of improvement_bi among its cohort's values, in (0, 1)
+
+the median and the ranks pooled over the B_c·G sampled decisions of the cohort in the batch
+(:func:`grpokit.rewards.relative_to_cohort_median`, :func:`grpokit.rewards.cohort_percentile_rank`);
+the cohort is ``Contexts.group``. Mix them with profit through ``grpo.reward_weights`` (see
+docs/business.md for how to choose the weights).
+
 Careful: the GRPO trainer sums components with ``grpo.reward_weights`` and a missing weight
 counts as 1, so when adding components give the extra ones weight 0 (``reward_weights =
 {revenue = 0, cost = 0}``) to keep training on profit alone.
@@ -154,7 +168,9 @@ from grpokit.scenarios.base import Contexts, Scenario
 
 __all__ = ["MarketingConfig", "MarketingScenario", "OfferConfig", "SegmentConfig"]
 
-RewardComponent = Literal["profit", "peer_effect", "revenue", "cost", "uplift_profit", "spend"]
+RewardComponent = Literal["profit", "peer_effect", "revenue", "cost", "uplift_profit", "spend", "improvement",
+                          "relative_to_cohort_median", "cohort_percentile_rank"]
+GROUP_RELATIVE = ("improvement", "relative_to_cohort_median", "cohort_percentile_rank")
 CONTINUOUS_FEATURES = ("recency", "frequency", "monetary", "tenure")
 
 
@@ -246,6 +262,8 @@ class MarketingConfig(BaseModel):
     reward_components: list[RewardComponent] = Field(
         default_factory=lambda: ["profit", "peer_effect"], min_length=1
     )
+    #: the offer "improvement" is measured against: "none" (no offer) or the current policy's single offer
+    improvement_reference: str = "none"
     oracle_rounds: int = Field(5, ge=0)  #: max coordinate-ascent sweeps of the reference oracle (stops when none moves)
     targeting_offer: str = "10% off"  #: offer the "targeting" logging policy favours
     targeting_prob: float = Field(0.8, gt=0, lt=1)  #: its probability for high-frequency customers
@@ -280,6 +298,9 @@ class MarketingConfig(BaseModel):
             )
         if self.targeting_offer not in [o.name for o in self.offers]:
             raise ValueError(f"scenario.targeting_offer {self.targeting_offer!r} is not one of the offers "
+                             f"{[o.name for o in self.offers]}")
+        if self.improvement_reference not in [o.name for o in self.offers]:
+            raise ValueError(f"scenario.improvement_reference {self.improvement_reference!r} is not one of the offers "
                              f"{[o.name for o in self.offers]}")
         dup = sorted({c for c in self.reward_components if self.reward_components.count(c) > 1})
         if dup:
@@ -478,6 +499,23 @@ class MarketingScenario(Scenario):
             out["peer_effect"] = self.peer_effect(contexts, actions)
         if "uplift_profit" in c.reward_components:
             out["uplift_profit"] = self._expected_profit(terms) - self._expected_profit(terms, terms["p_none"], none=True)
+        if any(k in c.reward_components for k in GROUP_RELATIVE):
+            from grpokit.rewards import cohort_percentile_rank, relative_to_cohort_median
+
+            ref = self.action_names.index(c.improvement_reference)
+            t = self._tables(terms["p"].device, terms["p"].dtype)
+            seg = contexts.extra["segment"].long().unsqueeze(1)
+            p_ref = (terms["p_none"] + t["response"][seg, ref]).clamp(0.0, 1.0)
+            bought_ref = (u < p_ref).to(p_ref.dtype)
+            profit_ref = (bought_ref * (v * (c.gross_margin - t["discount"][ref]) - c.shipping_cost * t["free_shipping"][ref])
+                          - c.contact_cost * t["contact"][ref])
+            imp = out["profit"] - profit_ref
+            out["improvement"] = imp
+            group = contexts.group.long()
+            if "relative_to_cohort_median" in c.reward_components:
+                out["relative_to_cohort_median"] = relative_to_cohort_median(imp, group, self.n_groups)
+            if "cohort_percentile_rank" in c.reward_components:
+                out["cohort_percentile_rank"] = cohort_percentile_rank(imp, group, self.n_groups)
         return out
 
     def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator,
