@@ -41,14 +41,16 @@ def _summary(out: Path) -> dict:
 def straight(tmp_path_factory):
     """The uninterrupted run every interrupted one must equal."""
     out = tmp_path_factory.mktemp("straight") / "run"
+    torch.set_num_threads(1)  # as conftest sets for every test, and as the subprocesses run (same arithmetic)
     r = runner.invoke(app, ["train", "--out", str(out), "--no-progress", *RUN])
     assert r.exit_code == 0, r.output
     return out
 
 
 def _start(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread, as the in-process runs
     return subprocess.Popen([*GRPOKIT, "train", "--out", str(out), "--no-progress", *RUN],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _wait_rows(proc: subprocess.Popen, out: Path, n: int, timeout: float = 240.0) -> int:
