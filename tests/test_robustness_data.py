@@ -432,3 +432,13 @@ def test_negative_predictions_refused_where_fusion_would_clamp_them(tmp_path):
     _one_error(r, "task 'order_value' has negative predictions", "log_linear")
     r = runner.invoke(app, [*base, "--set", "scenario.transforms=sqrt"])
     _one_error(r, "task 'order_value' has negative predictions", "sqrt")
+
+
+def test_learn_with_a_budget_but_no_spend_speaks_cli(tmp_path):
+    log = tmp_path / "log.parquet"
+    _log(n=200).to_parquet(log)
+    r = runner.invoke(app, ["learn", "--log", str(log), "--out", str(tmp_path / "run"), "--no-progress",
+                            "--outcome-model", "linear", "--set", "grpo.budget=1"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "error: grpo.budget is set" in said and "remove grpo.budget" in said, r.output
+    assert "Traceback" not in r.output and "spend_fn" not in said.split("(from Python")[0]

@@ -236,3 +236,10 @@ def test_reward_weights_on_a_single_number_reward_are_refused():
                           context_sampler=sampler)
     with pytest.raises(ValueError, match=r"grpo.reward_weights names \['revnue'\].*single number"):
         trainer.train()
+
+
+def test_eval_size_too_small_for_some_groups_is_not_a_traceback(tmp_path):
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--no-progress", "--set", "grpo.steps=2",
+                            "--set", "grpo.batch_size=8", "--set", "grpo.eval_size=1", "--set", 'grpo.device="cpu"'])
+    assert r.exit_code == 0, r.output
+    assert "raise grpo.eval_size" in " ".join(r.output.split())
