@@ -115,8 +115,7 @@ def degeneration(probs: np.ndarray, last_metrics: dict, labels: list[str]) -> di
     """Is the policy (nearly) constant? Entropy, frac_zero_std and the greedy decision mix, with a warning."""
     n_actions = probs.shape[1]
     ent = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1).mean())
-    greedy = probs.argmax(1)
-    share = np.bincount(greedy, minlength=n_actions) / len(greedy)
+    share = probs.mean(0)  # the expected decision mix (argmax shares would call a uniform policy constant)
     top = int(share.argmax())
     zero = last_metrics.get("frac_zero_std")
     reasons = []
@@ -315,12 +314,13 @@ def learn_from_log(
         if diff["ci_low"] <= 0:
             result["verdict_line"] = (
                 f"not better than the best single action: giving everyone {labels[best_code]} is as good "
-                f"(learned − {labels[best_code]} = {diff['value']:+.4g} [{diff['ci_low']:.4g}, {diff['ci_high']:.4g}] "
-                f"per decision on {len(ho):,} held-out rows)")
+                f"(learned − {labels[best_code]} = {diff['value']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] "
+                f"{log.schema.reward_unit or 'per decision'} on {len(ho):,} held-out rows)")
         else:
             result["verdict_line"] = (
-                f"personalized policy beats the best single action ({labels[best_code]}) by {diff['value']:+.4g} "
-                f"[{diff['ci_low']:.4g}, {diff['ci_high']:.4g}] per decision on {len(ho):,} held-out rows")
+                f"personalized policy beats the best single action ({labels[best_code]}) by {diff['value']:+.3f} "
+                f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] {log.schema.reward_unit or 'per decision'} "
+                f"on {len(ho):,} held-out rows")
         result["uplift_curve"] = uplift_curve(probs, ho.reward, ho.action, ho.pscore, rhat)
     raw_x, raw_names = _raw_design(eval_log, encoder)
     if len(raw_x) >= 10:
