@@ -214,17 +214,25 @@ class PGRPOTrainer(GRPOTrainer):
         for key, value in metrics.items():
             m[f"pgrpo/{key}"].append(float(value))
         est = self.advantage_estimator
+        k = len(self.group_names)
+        r = rewards.double()
+        n = torch.zeros(k, dtype=torch.float64).index_add_(0, codes, torch.full((codes.numel(),), float(r.shape[1]), dtype=torch.float64))
+        s1 = torch.zeros(k, dtype=torch.float64).index_add_(0, codes, r.sum(1))
+        s2 = torch.zeros(k, dtype=torch.float64).index_add_(0, codes, r.square().sum(1))
+        mean = s1 / n.clamp_min(1)
+        std = (s2 / n.clamp_min(1) - mean.square()).clamp_min(0).sqrt()  # population std of the batch's rewards
+        batch = [x.tolist() for x in (n, mean, std)]
         history = all(hasattr(est, a) for a in ("count", "mean", "std"))
+        hist = [est.count.tolist(), est.mean.tolist(), est.std.tolist()] if history else None
         for c, name in enumerate(self.group_names):
-            sel = rewards[codes == c]
-            if sel.numel():
-                m[f"pgrpo/{name}/reward_mean"].append(sel.mean().item())
-                m[f"pgrpo/{name}/reward_std"].append(sel.std(unbiased=False).item())
-                m[f"pgrpo/{name}/count"].append(float(sel.numel()))
-            if history:
-                m[f"pgrpo/{name}/history_count"].append(float(est.count[c]))
-                m[f"pgrpo/{name}/history_mean"].append(float(est.mean[c]))
-                m[f"pgrpo/{name}/history_std"].append(float(est.std[c]))
+            if batch[0][c] > 0:
+                m[f"pgrpo/{name}/reward_mean"].append(batch[1][c])
+                m[f"pgrpo/{name}/reward_std"].append(batch[2][c])
+                m[f"pgrpo/{name}/count"].append(batch[0][c])
+            if hist is not None:
+                m[f"pgrpo/{name}/history_count"].append(hist[0][c])
+                m[f"pgrpo/{name}/history_mean"].append(hist[1][c])
+                m[f"pgrpo/{name}/history_std"].append(hist[2][c])
 
     # -- checkpoints ----------------------------------------------------------------------------
 
