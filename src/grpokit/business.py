@@ -344,6 +344,9 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "lift_references": {"no_offer": "no_offer" if "no_offer" in policies else None, "current": current_name},
         "policies": policies,
     }
+    if getattr(scenario, "cohort_model", None) is not None:  # [cohorts]: discovered cohorts are the groups
+        summary["cohorts"] = {"method": config.cohorts.method, "n_cohorts": scenario.n_groups,
+                              "names": scenario.group_names, "model": scenario.cohort_model}
     if trainer is not None and trainer.budget is not None:
         hist, spends = trainer.budget.history, trainer.budget.spend_history
         every = max(1, len(hist) // 50)  # the multiplier's path, at most ~50 points (metrics.jsonl has every step)

@@ -251,6 +251,26 @@ class FusionConfig(_Strict):
     prior_weight_select: Literal["policy", "static"] = "policy"
 
 
+class CohortsConfig(_Strict):
+    """Which cohorts the run's groups are (P-GRPO groups, group embedding, pilot clusters, per-cohort
+    tables, group-relative rewards): the scenario's own (``method = "column"``) or discovered by
+    k-means / a Gaussian mixture on the features (see :mod:`grpokit.groups.scenario`)."""
+
+    method: Literal["column", "kmeans", "gmm"] = "column"
+    k: Int | Literal["auto"] = "auto"  #: number of cohorts, or "auto" (chosen by ``select`` over 2..8)
+    select: Literal["bic", "silhouette"] | None = None  #: None: bic for gmm, silhouette for kmeans
+    features: list[str] = Field(default_factory=list)  #: feature names to cluster on (empty: all)
+    seed: Int = 0
+    fit_size: Int = Field(5000, ge=50)  #: customers sampled (seeded) to fit the cohort model on
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"k must be 'auto' or a number >= 1, got {v}")
+        return v
+
+
 class RunConfig(_Strict):
     """A whole run: scenario, policy, trainer and (for ``grpokit run``) evaluation."""
 
@@ -259,6 +279,7 @@ class RunConfig(_Strict):
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    cohorts: CohortsConfig = Field(default_factory=CohortsConfig)
 
     @field_validator("scenario", mode="before")
     @classmethod

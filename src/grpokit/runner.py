@@ -51,7 +51,10 @@ def build_policy(config: RunConfig, scenario) -> Policy:
 def build_trainer(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False) -> GRPOTrainer:
     import torch
 
-    scenario = scenario_from_config(config.scenario)
+    from grpokit.groups.scenario import with_cohorts
+
+    # [cohorts]: the scenario's own cohorts, or discovered ones (k-means / GMM) as the run's groups
+    scenario = with_cohorts(scenario_from_config(config.scenario), getattr(config, "cohorts", None))
     torch.manual_seed(config.grpo.seed)  # the initial weights are part of the run: seeded by the config
     policy = build_policy(config, scenario)
     return GRPOTrainer(policy, scenario, config.grpo, out_dir=out_dir, progress=progress)

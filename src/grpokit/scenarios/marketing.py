@@ -398,7 +398,7 @@ class MarketingScenario(Scenario):
         """``[B, G]``: share of each customer's cohort peers in the batch (excluding itself) treated in
         column g (offer ≠ none); 0 for a customer with no peer in the batch."""
         actions = self._check_actions(contexts, actions)
-        group = contexts.group.long()
+        group = contexts.extra.get("market", contexts.group).long()  # spillover acts within the market
         treated = (actions != 0).to(torch.float64)
         counts = torch.zeros(self.n_groups, actions.shape[1], dtype=torch.float64, device=actions.device)
         counts.index_add_(0, group, treated)
@@ -473,7 +473,7 @@ class MarketingScenario(Scenario):
         basket = contexts.extra["basket"].float().unsqueeze(1)
         unit = basket * (c.gross_margin - t["discount"][actions]) - c.shipping_cost * t["free_shipping"][actions]
         weighted = t["spill_sens"][seg] * unit  # [B, G]
-        group = contexts.group.long()
+        group = contexts.extra.get("market", contexts.group).long()
         total = torch.zeros(self.n_groups, actions.shape[1], device=actions.device).index_add_(0, group, weighted)
         size = torch.bincount(group, minlength=self.n_groups).float()
         peers = (size[group] - 1.0).clamp_min(1.0).unsqueeze(1)
@@ -511,11 +511,12 @@ class MarketingScenario(Scenario):
                           - c.contact_cost * t["contact"][ref])
             imp = out["profit"] - profit_ref
             out["improvement"] = imp
-            group = contexts.group.long()
+            group = contexts.group.long()  # the run's cohorts (discovered ones under [cohorts])
+            n_groups = max(self.n_groups, int(group.max()) + 1)
             if "relative_to_cohort_median" in c.reward_components:
-                out["relative_to_cohort_median"] = relative_to_cohort_median(imp, group, self.n_groups)
+                out["relative_to_cohort_median"] = relative_to_cohort_median(imp, group, n_groups)
             if "cohort_percentile_rank" in c.reward_components:
-                out["cohort_percentile_rank"] = cohort_percentile_rank(imp, group, self.n_groups)
+                out["cohort_percentile_rank"] = cohort_percentile_rank(imp, group, n_groups)
         return out
 
     def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator,
@@ -542,7 +543,7 @@ class MarketingScenario(Scenario):
         profit = self._expected_profit(terms)[:, 0]
         money = terms["basket"] * terms["discount"] + self.config.shipping_cost * terms["free_shipping"]
         spend = (self.config.contact_cost * terms["contact"] + terms["p"] * money)[:, 0]
-        group = contexts.group.long()
+        group = contexts.extra.get("market", contexts.group).long()  # the scenario's own cohorts
         seg = contexts.extra["segment"].long()
         treated = (a[:, 0] != 0).to(torch.float64)
 
@@ -653,7 +654,7 @@ class MarketingScenario(Scenario):
         seg = contexts.extra["segment"].long().cpu().numpy()
         base = contexts.extra["base_prob"].double().cpu().numpy()
         m = contexts.extra["basket"].double().cpu().numpy()
-        group = contexts.group.long().cpu().numpy()
+        group = contexts.extra.get("market", contexts.group).long().cpu().numpy()
         a_cur = assign.long().cpu().numpy().copy()
         R = self.response.numpy()
         disc, fs, contact = self.discount.numpy(), self.free_shipping.numpy(), self.contact.numpy()
