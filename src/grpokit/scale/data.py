@@ -91,8 +91,16 @@ class _Predictor:
         return out
 
 
+def _predict_block(df: pd.DataFrame, model, cols: LogColumns) -> pd.DataFrame:
+    import ray
+
+    if isinstance(model, ray.ObjectRef):  # fn_kwargs pass the reference as it is
+        model = ray.get(model)
+    return _Predictor(model, cols)(df)
+
+
 def counterfactual_table(log_path, model, cols: LogColumns, out, *, backend: str = "local",
-                         batch_rows: int = 65536, concurrency: int = 2, address: str | None = None) -> Path:
+                         batch_rows: int = 65536, address: str | None = None) -> Path:
     """Write rhat(x_i, a) for every logged row and action to ``out`` (a parquet file for ``local``, a
     directory of parquet files for ``ray``); returns the path."""
     check_backend(backend)
@@ -118,8 +126,10 @@ def counterfactual_table(log_path, model, cols: LogColumns, out, *, backend: str
 
     ray = init_ray(address)
     ds = ray.data.read_parquet(str(log_path))
-    ds.map_batches(_Predictor, fn_constructor_args=(ray.put(model), cols), batch_format="pandas",
-                   batch_size=batch_rows, concurrency=concurrency).write_parquet(str(out))
+    # tasks, not actors: they share the CPUs with Ray Data's read tasks (actors holding every CPU
+    # would leave none to read with); the model goes to the object store once
+    ds.map_batches(_predict_block, fn_kwargs={"model": ray.put(model), "cols": cols}, batch_format="pandas",
+                   batch_size=batch_rows).write_parquet(str(out))
     return out
 
 
@@ -229,23 +239,21 @@ class PolicyTarget:
         return {"path": self.path, "_policy": None}
 
 
-class _BlockStats:
-    """Ray Data's stateful callable: one row of pickled block statistics per batch and method."""
+def _block_stats(df: pd.DataFrame, methods, cols, target, model, clip) -> dict:
+    """A Ray Data task: one row of pickled block statistics (every method) per batch."""
+    import pickle
 
-    def __init__(self, methods, cols, target, model, clip):
-        self.methods, self.cols, self.target, self.model, self.clip = methods, cols, target, model, clip
+    import ray
 
-    def __call__(self, df: pd.DataFrame) -> dict:
-        import pickle
-
-        stats = {m: block_moments(m, df, self.cols, self.target, self.model, self.clip) for m in self.methods}
-        return {"stats": np.array([pickle.dumps(stats)], dtype=object)}
+    if isinstance(model, ray.ObjectRef):
+        model = ray.get(model)
+    stats = {m: block_moments(m, df, cols, target, model, clip) for m in methods}
+    return {"stats": np.array([pickle.dumps(stats)], dtype=object)}
 
 
 def ope_from_parquet(log_path, cols: LogColumns, target: Callable, *, methods=("ips", "snips", "dr"),
                      model=None, clip: float | None = None, alpha: float = 0.05, improvement: bool = False,
-                     backend: str = "local", batch_rows: int = 65536, concurrency: int = 2,
-                     address: str | None = None) -> dict:
+                     backend: str = "local", batch_rows: int = 65536, address: str | None = None) -> dict:
     """``{method: OPEResult}`` (normal CIs) over a parquet log read in blocks; ``target(df) -> [n, A]``
     the target policy's probabilities on a block's rows (a callable, or the path of a saved policy:
     :class:`PolicyTarget`); ``model``: the fitted outcome model (needed by
@@ -274,8 +282,9 @@ def ope_from_parquet(log_path, cols: LogColumns, target: Callable, *, methods=("
 
         ray = init_ray(address)
         ds = ray.data.read_parquet(str(log_path))
-        out = ds.map_batches(_BlockStats, fn_constructor_args=(tuple(methods), cols, target, model, clip),
-                             batch_format="pandas", batch_size=batch_rows, concurrency=concurrency)
+        out = ds.map_batches(_block_stats, fn_kwargs={"methods": tuple(methods), "cols": cols, "target": target,
+                                                      "model": ray.put(model), "clip": clip},
+                             batch_format="pandas", batch_size=batch_rows)
         per_block = [pickle.loads(r["stats"]) for r in out.take_all()]  # noqa: S301 - our own stats, this run
     if not per_block:
         raise ValueError(f"the log {log_path} has no rows")

@@ -1,0 +1,123 @@
+"""The Ray backend of ``grpokit score`` (:func:`grpokit.scoring.score_table` with ``backend="ray"``).
+
+The input parquet file is cut into pieces of at most ``batch_rows`` rows inside its row groups;
+each piece, with its global row offset, is one item of a Ray Dataset, and
+``map_batches(<stateful scorer>, concurrency=k)`` decides it: each of the k scorer actors loads the
+policy once, reads its piece's rows (one row group at a time) and calls the local backend's
+:func:`grpokit.scoring.score_frame` with ``start`` = the piece's offset. A row's draw depends only on
+(seed, global row index) (:func:`grpokit.policy.deployed.row_uniforms`), so the decisions equal the
+local backend's for the same seed. The driver streams the decided batches in input order into the
+output parquet file (written atomically), so its memory holds a few batches, not the table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["score_table_ray", "plan_pieces"]
+
+
+def plan_pieces(path, batch_rows: int) -> list[dict]:
+    """``[{"row_group", "start" (within the group), "stop", "offset" (global row index)}]``."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    pieces, offset = [], 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        for s in range(0, n, batch_rows):
+            e = min(n, s + batch_rows)
+            pieces.append({"row_group": g, "start": s, "stop": e, "offset": offset + s})
+        offset += n
+    return pieces
+
+
+class _Scorer:
+    """One Ray Data actor: the policy loaded once; a batch of pieces in, their decisions out."""
+
+    def __init__(self, policy, path: str, options: dict):
+        import pyarrow.parquet as pq
+
+        self.policy, self.file, self.options = policy, pq.ParquetFile(path), options
+        self._group, self._table = None, None
+
+    def _rows(self, group: int, start: int, stop: int) -> pd.DataFrame:
+        if group != self._group:  # consecutive pieces of one row group read it once
+            self._group, self._table = group, self.file.read_row_group(group)
+        return self._table.slice(start, stop - start).to_pandas()
+
+    def __call__(self, batch: dict) -> pd.DataFrame:
+        from grpokit.scoring import score_frame
+
+        frames = [score_frame(self.policy, self._rows(int(g), int(s), int(e)), start=int(o), **self.options)
+                  for g, s, e, o in zip(batch["row_group"], batch["start"], batch["stop"], batch["offset"])]
+        return pd.concat(frames, ignore_index=True)
+
+
+def score_table_ray(policy, input, out, *, epsilon: float, mode: str, seed: int, id_column: str | None,
+                    batch_rows: int, probabilities: bool, concurrency: int = 2, address: str | None = None) -> dict:
+    """Score ``input`` (parquet) into ``out`` with ``concurrency`` scorer actors; the summary of the
+    local backend with ``backend="ray"`` and ``concurrency``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from grpokit.scale._ray import init_ray
+    from grpokit.scoring import _id_column
+
+    path, out = Path(input), Path(out)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    if path.suffix.lower() != ".parquet":
+        raise ValueError(f"the ray backend reads parquet input; {path.name} is not (use --backend local for CSV)")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    try:
+        schema_names = list(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{path} is not a readable parquet file: {err}") from None
+    id_col = _id_column(schema_names, id_column)
+    pieces = plan_pieces(path, batch_rows)
+    if not pieces:
+        raise ValueError(f"input file {input} has no rows")
+    ray = init_ray(address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # decisions come back in input order
+    options = {"epsilon": epsilon, "mode": mode, "seed": seed, "id_column": id_col, "probabilities": probabilities}
+    ds = ray.data.from_items(pieces).map_batches(
+        _Scorer, fn_constructor_args=(policy, str(path.resolve()), options), batch_size=1,
+        batch_format="numpy", concurrency=concurrency,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    t0 = time.perf_counter()
+    n, counts, writer = 0, {}, None
+    try:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if not table.num_rows:
+                continue
+            table = table.replace_schema_metadata(None)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n += table.num_rows
+            if policy.kind == "categorical":
+                labels = table.column("action").to_numpy(zero_copy_only=False).astype(str)
+                for label, c in zip(*np.unique(labels, return_counts=True)):
+                    counts[str(label)] = counts.get(str(label), 0) + int(c)
+        writer.close()
+        writer = None
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - t0
+    return {"rows": n, "out": str(out), "policy_version": policy.version, "epsilon": epsilon, "mode": mode,
+            "seed": seed, "id_column": id_col, "seconds": seconds, "rows_per_second": n / seconds if seconds > 0 else None,
+            "decision_mix": {k: v / n for k, v in sorted(counts.items())} if counts else None,
+            "backend": "ray", "concurrency": concurrency}
