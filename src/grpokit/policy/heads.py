@@ -124,9 +124,10 @@ class CategoricalDecision(Decision):
 class CategoricalHead(PolicyHead):
     """Discrete actions ``0..n_actions-1`` with an optional eligibility mask ``[B, n_actions]``.
 
-    ``allowed [n_actions]`` (a saved buffer, all True by default; see :meth:`restrict`) removes
-    actions for good: π(a|x) = 0 for every a not allowed, in training and wherever the policy is
-    loaded (e.g. actions a log never shows, whose value only an extrapolation knows)."""
+    :meth:`restrict` removes actions for good: π(a|x) = 0 for every a not allowed, in training and
+    wherever the policy is loaded (e.g. actions a log never shows, whose value only an extrapolation
+    knows). The restriction is a bool buffer ``allowed [n_actions]`` in the state dict, present only
+    on a restricted head (an unrestricted head's state dict is unchanged)."""
 
     def __init__(self, n_actions: int):
         super().__init__()
@@ -134,27 +135,29 @@ class CategoricalHead(PolicyHead):
             raise ValueError(f"the policy needs at least 2 actions to choose between, got n_actions={n_actions}")
         self.n_actions = n_actions
         self.param_dim = n_actions
-        self.register_buffer("allowed", torch.ones(n_actions, dtype=torch.bool))
-        self._restricted = False
 
     def restrict(self, allowed) -> None:
         """Give probability only to the actions where ``allowed [n_actions]`` (bool) is True."""
-        allowed = torch.as_tensor(allowed, dtype=torch.bool, device=self.allowed.device)
+        allowed = torch.as_tensor(allowed, dtype=torch.bool)
         if allowed.shape != (self.n_actions,) or not bool(allowed.any()):
             raise ValueError(f"allowed must be {self.n_actions} booleans with at least one True, got {allowed.tolist()}")
-        self.allowed.copy_(allowed)
-        self._restricted = not bool(allowed.all())
+        if bool(allowed.all()):
+            self._buffers.pop("allowed", None)
+            return
+        device = next((t.device for t in self.buffers()), allowed.device)
+        self.register_buffer("allowed", allowed.to(device))
 
     def forward(self, raw: Tensor, mask: Tensor | None = None) -> CategoricalDecision:
-        if self._restricted:
-            allowed = self.allowed.expand_as(raw)
+        allowed = self._buffers.get("allowed")
+        if allowed is not None:
+            allowed = allowed.expand_as(raw)
             mask = allowed if mask is None else mask & allowed
         return CategoricalDecision(raw, mask)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        state_dict.setdefault(prefix + "allowed", torch.ones(self.n_actions, dtype=torch.bool))  # older files
+        if prefix + "allowed" in state_dict and "allowed" not in self._buffers:  # a restricted policy's file
+            self.register_buffer("allowed", torch.ones(self.n_actions, dtype=torch.bool))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._restricted = not bool(self.allowed.all())
 
 
 # --------------------------------------------------------------------------------------------
