@@ -318,6 +318,8 @@ class DecisionLog:
 
     def start(self) -> None:
         self._lock()
+        if self.last_move_at is None:
+            self.last_move_at = time.time()  # recover() moved everything: the first move is due a period from now
         with self._fd_lock:
             if self._fd is None:
                 self._open_segment()
