@@ -10,8 +10,9 @@
 2. **guardrail**: if the live version was promoted (or planted) last round, compare it per cohort
    with the version before it on this round's served log (DR estimate of the previous version vs the
    live one's on-policy mean, paired, and the previous version's own served mean of last round vs
-   now, Welch); significantly worse in any cohort at family-wise level ``guardrail_alpha``
-   (Bonferroni over cohorts and both tests) rolls back through the admin endpoint;
+   now, Welch); significantly worse in any cohort, or over all cohorts, at family-wise level
+   ``guardrail_alpha`` (Bonferroni over the cohorts, the total and both tests) rolls back through
+   the admin endpoint;
 3. **learn** a candidate from the served log alone (the latest ``train_window`` rewarded rows, minus
    this round's holdout): a cross-fitted outcome model and GRPO with the cohorts as P-GRPO groups
    (``grpokit.offline.learn.learn_from_outcome_model``);
@@ -133,9 +134,16 @@ class _Loop:
         return self._save(_constant_policy(sc.obs_dim, self.A, best, self.cfg.policy), f"best_single_{best}")
 
     def _bad_policy(self, rnd: int) -> _Version:
-        sc = self.world.scenario_at(rnd)
-        worst = int(World.table(sc, self.world.eval_contexts(rnd)).mean(0).argmin())
-        return self._save(_constant_policy(sc.obs_dim, self.A, worst, self.cfg.policy), f"planted_bad_{worst}")
+        """Fault injection: a model trained with the reward's sign flipped (a classic bug), on the served log."""
+        from grpokit.offline.learn import learn_from_outcome_model
+        from grpokit.offline.outcome import OutcomeModel
+
+        train = pd.concat(self.frames, ignore_index=True).tail(self.s.train_window)
+        x, a, r = self._x(train), train["action"].to_numpy(np.int64), train["reward"].to_numpy(np.float64)
+        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed).fit(x, a, r).predict_crossfit()
+        grpo = self.cfg.grpo.model_copy(update={"steps": 100, "lr": 0.03})
+        policy, _ = learn_from_outcome_model(x, -table, grpo, self.cfg.policy)
+        return self._save(policy, "planted_bad_sign_flipped")
 
     # data
     def _x(self, frame: pd.DataFrame) -> np.ndarray:
@@ -168,6 +176,10 @@ class _Loop:
                       + _PHASE_SEED[name], batch=self.s.batch, delivery=self.s.rewards)
         t1 = time.perf_counter()
         frame, info = self._collect(tag, n - played["posted"]["lost"])
+        (self.out / "phases").mkdir(exist_ok=True)
+        pd.DataFrame({"decision_id": played["event_ids"], "cohort": played["cohorts"], "action": played["actions"],
+                      "arm": played["arms"].astype(str), "outcome": played["outcome"]}).to_parquet(
+            self.out / "phases" / f"{tag}.parquet", index=False)  # what the simulator drew, for audits
         played["seconds"] = {"serve": t1 - t0, "collect": time.perf_counter() - t1}
         played["export"] = {k: info.get(k) for k in ("duplicate_rewards_ignored", "left_out_pending",
                                                     "late_rewards_ignored")}
@@ -233,16 +245,18 @@ class _Loop:
         target = _served(_pi(prev.policy, x), self.s.epsilon)
         grp = frame["group"].to_numpy()
         cohorts = [c for c in self.groups if (grp == c).sum() >= 50]
-        level = self.s.guardrail_alpha / (2 * len(cohorts))
+        # every cohort and all of them together, two tests each: Bonferroni over 2 (K + 1) tests
+        level = self.s.guardrail_alpha / (2 * (len(cohorts) + 1))
         per, worse = {}, []
-        for c in cohorts:
-            rows = grp == c
+        for c in cohorts + ["(all cohorts)"]:
+            rows = grp == c if c != "(all cohorts)" else np.ones(len(grp), dtype=bool)
             e = estimate_improvement("dr", reward=r[rows], action=a[rows], pscore=p[rows], target_probs=target[rows],
                                      reward_hat=rhat[rows], alpha=level, n_bootstrap=max(self.s.n_bootstrap, 2000),
                                      seed=self.s.seed + rnd)
             block = {"previous_minus_live_dr": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
             if prev_frame is not None:
-                before = prev_frame.loc[prev_frame["group"] == c, "reward"].to_numpy()
+                before = (prev_frame["reward"] if c == "(all cohorts)"
+                          else prev_frame.loc[prev_frame["group"] == c, "reward"]).to_numpy()
                 now = r[rows]
                 if len(before) > 1:
                     t = stats.ttest_ind(before, now, equal_var=False)
@@ -402,7 +416,14 @@ def run_loop(config: LoopConfig, out_dir: str | Path, *, progress: bool = False)
     state = {"live": start, "start": start, "previous": None, "frozen": None}
     svc = ServiceProcess(lp.store, start.path, epsilon=config.loop.epsilon, seed=config.loop.seed,
                          flush_interval_s=config.loop.flush_interval_s)
+    import signal
+    import sys
+    import threading
+
     from threadpoolctl import threadpool_limits
+
+    if threading.current_thread() is threading.main_thread():  # SIGTERM unwinds, so the server is stopped
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     # one thread for OpenMP/BLAS (the GBM outcome models, torch): on a shared machine oversubscribed
     # OpenMP threads spin and make a fit several times slower
