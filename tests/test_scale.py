@@ -313,3 +313,27 @@ def test_counterfactual_table_equals_model_predict(tmp_path):
     assert list(got.columns) == ["id", "rhat_0", "rhat_1", "rhat_2"]
     assert np.array_equal(got["id"].to_numpy(), df["id"].to_numpy())
     assert np.allclose(got[["rhat_0", "rhat_1", "rhat_2"]].to_numpy(), model.predict(x), rtol=0, atol=1e-12)
+
+
+def test_streamed_ope_of_a_saved_policy(tmp_path):
+    """target = a policy.pt path: pi(.|x) is the deployed policy's own distribution."""
+    from grpokit.offline.estimators import estimate_value
+    from grpokit.policy import CategoricalHead, MLPTorso, Policy
+    from grpokit.policy.deployed import DeployedPolicy
+    from grpokit.policy.features import FeatureEncoder
+    from grpokit.policy.io import save_policy
+    from grpokit.scale.data import LogColumns, ope_from_parquet
+
+    path, df, x, a, r, model = _log(tmp_path, n=1500)
+    enc = FeatureEncoder.infer(df, ["x0", "x1"]).fit(df)
+    torch.manual_seed(0)
+    pol = Policy(MLPTorso(enc.dim, [8]), CategoricalHead(3))
+    with torch.no_grad():
+        pol.out.weight.mul_(5.0)
+    pfile = save_policy(pol, tmp_path / "p.pt", {"action_labels": ["a", "b", "c"]}, encoder=enc)
+    got = ope_from_parquet(path, LogColumns(("x0", "x1")), str(pfile), methods=("snips", "dr"), model=model, batch_rows=400)
+    probs = DeployedPolicy.load(pfile).probabilities(df)
+    for m in ("snips", "dr"):
+        ref = estimate_value(m, reward=r, action=a, pscore=df["pscore"], target_probs=probs, reward_hat=model.predict(x), ci="normal")
+        assert got[m].value == pytest.approx(ref.value, abs=1e-9)
+        assert got[m].ci_high == pytest.approx(ref.ci_high, abs=1e-9)
