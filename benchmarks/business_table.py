@@ -2,13 +2,16 @@
 
     python benchmarks/business_table.py marketing runs/bench/mk_s0 runs/bench/mk_s1 runs/bench/mk_s2
     python benchmarks/business_table.py logs runs/bench/mk_logs_s0 runs/bench/mk_logs_s1 runs/bench/mk_logs_s2
+    python benchmarks/business_table.py pilot runs/bench/mk_s0 runs/bench/mk_s1 runs/bench/mk_s2
 
 One markdown row per policy, best first: the true value per customer (mean ± sd over the runs: each
 run is a training seed and an evaluation population), the share of the oracle's value, the share
 of the oracle's lift over no offer and over the current policy (docs/business.md), and GRPO's
 margin over the policy in every seed (so a claim that GRPO beats a method is checked per seed).
 ``logs`` adds the DR estimates on the held-out log and whether their 95 % intervals covered the
-true value. Every figure is read from the runs' summary.json; nothing is typed by hand.
+true value. ``pilot`` gives one row per run: the cluster pilot's difference with its 95 % Welch
+interval, the true effect it estimates, and whether the interval covers it and excludes 0. Every
+figure is read from the runs' summary.json; nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ def _pct(x: float | None) -> str:
 
 def table(kind: str, run_dirs: list[Path]) -> str:
     """The markdown table of ``kind`` ("marketing" or "logs") over the runs in ``run_dirs``."""
-    if kind not in ("marketing", "logs"):
-        raise SystemExit(f"unknown table {kind!r}: choose marketing or logs")
+    if kind not in ("marketing", "logs", "pilot"):
+        raise SystemExit(f"unknown table {kind!r}: choose marketing, logs or pilot")
     runs = [json.loads((Path(d) / "summary.json").read_text()) for d in run_dirs]
+    if kind == "pilot":
+        return _pilot_table(runs)
     names = [n for n in runs[0]["policies"] if all(n in r["policies"] for r in runs)]
     current = (runs[0].get("lift_references") or {}).get("current") or "current"
     mean_value = {n: statistics.mean(r["policies"][n]["value"] for r in runs) for n in names}
@@ -68,6 +73,18 @@ def table(kind: str, run_dirs: list[Path]) -> str:
         row.append("–" if n == "grpo" else ", ".join(f"{m:+.3f}" for m in margins)
                    + f" ({sum(m > 0 for m in margins)}/{len(margins)} above)")
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _pilot_table(runs: list[dict]) -> str:
+    lines = ["| evaluation.seed | cohorts new / current | difference [95 % CI] | true effect | CI covers the true effect | CI excludes 0 |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        p = r["pilot"]
+        lines.append(f"| {r['seeds']['evaluation.seed']} | {p['cohorts_new']} / {p['cohorts_current']} "
+                     f"| {p['difference']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}] | {p['true_effect']:.2f} "
+                     f"| {'yes' if p['ci_low'] <= p['true_effect'] <= p['ci_high'] else 'no'} "
+                     f"| {'yes' if p['ci_low'] > 0 or p['ci_high'] < 0 else 'no'} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,52 @@
+"""benchmarks/check_benchmarks.py: finding the checked tables and comparing regenerated figures."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import business_table  # noqa: E402
+import check_benchmarks as cb  # noqa: E402
+
+TABLE = "| policy | value |\n| --- | --- |\n| grpo | 21.358 ± 0.132 (97.8 %) |"
+
+
+def test_blocks_and_comparison():
+    text = f"intro\n<!-- bench-check marketing -->\n{TABLE}\n<!-- /bench-check -->\nrest"
+    assert cb.blocks(text) == {"marketing": TABLE}
+    assert cb.same(TABLE, TABLE) == []
+    assert cb.same(TABLE, TABLE.replace("21.358", "21.359")) == []  # one unit of the last printed digit
+    assert cb.same(TABLE, TABLE.replace("21.358", "21.361"))  # three units: a different figure
+    assert cb.same(TABLE, TABLE.replace("97.8 %", "97.6 %"))
+    assert cb.same(TABLE, TABLE.replace("grpo", "x_learner"))  # text must match
+    assert cb.same(TABLE, TABLE + "\n| extra | 1 |")
+
+
+def test_every_check_has_its_block_in_benchmarks_md():
+    found = cb.blocks((Path(cb.ROOT) / "BENCHMARKS.md").read_text())
+    assert set(cb.CHECKS) <= set(found), sorted(set(cb.CHECKS) - set(found))
+
+
+def _run(tmp_path, name, grpo, xl, oracle=22.0):
+    d = tmp_path / name
+    d.mkdir()
+    pol = {"grpo": {"value": grpo}, "x_learner": {"value": xl}, "no_offer": {"value": 17.0}, "oracle": {"value": oracle}}
+    for b in pol.values():
+        b["share_of_oracle"] = b["value"] / oracle
+        b["lift_share_vs_no_offer"] = (b["value"] - 17.0) / (oracle - 17.0)
+    (d / "summary.json").write_text(json.dumps({"policies": pol, "lift_references": {"current": "best_single"}}))
+    return d
+
+
+def test_business_table_reports_margins_per_seed(tmp_path):
+    dirs = [_run(tmp_path, "s0", 21.0, 20.0), _run(tmp_path, "s1", 20.0, 20.5)]
+    t = business_table.table("marketing", dirs)
+    rows = {r.split(" | ")[0].strip("| *"): r for r in t.splitlines()[2:]}
+    assert list(rows) == ["grpo", "x_learner", "no_offer", "oracle"]  # best first, oracle last
+    assert "20.500 ± 0.707" in rows["grpo"] and "70.0 %" in rows["grpo"]  # mean lift share (0.8 + 0.6) / 2
+    assert "+1.000, -0.500 (1/2 above)" in rows["x_learner"]
+    with pytest.raises(SystemExit):
+        business_table.table("nonesuch", dirs)
