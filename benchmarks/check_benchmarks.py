@@ -44,11 +44,6 @@ CHECKS = {
          for s in SEEDS],
         lambda dirs: business_table.table("logs", dirs),
     ),
-    "marketing-pilot": (  # the same runs as "marketing" (run once per invocation)
-        [(f"mk_s{s}", ["run", "examples/marketing.toml", "--set", f"grpo.seed={s}", "--set", f"evaluation.seed={s}"])
-         for s in SEEDS],
-        lambda dirs: business_table.table("pilot", dirs),
-    ),
 }
 _DONE: set[Path] = set()  # run directories finished in this invocation
 
