@@ -422,6 +422,7 @@ def test_evaluate_small_logs_give_valid_json_and_read_codes_against_the_policy(t
     assert r.exit_code == 0, r.output
     verdict = json.loads(v.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the verdict JSON"))
     assert verdict["improvement"]["ci_low"] is None and verdict["verdict"] == "hold"
+    assert "nan" not in r.output.lower()  # the console shows an undefined interval as '–', not '[+nan, +nan]'
 
 
 def test_negative_predictions_refused_where_fusion_would_clamp_them(tmp_path):

@@ -77,8 +77,15 @@ def _writable(folder: Path, what: str) -> None:
         _fail(err.strerror or str(err))
 
 
+def _num(x, fmt: str = ".4f") -> str:
+    """A number for the console; '–' where it is undefined (None, NaN: e.g. a CI from one row)."""
+    import math
+
+    return "–" if x is None or not math.isfinite(float(x)) else f"{x:{fmt}}"
+
+
 def _ci(r: dict, fmt: str = ".4f") -> str:
-    return f"{r['value']:{fmt}} [{r['ci_low']:{fmt}}, {r['ci_high']:{fmt}}]"
+    return f"{_num(r['value'], fmt)} [{_num(r['ci_low'], fmt)}, {_num(r['ci_high'], fmt)}]"
 
 
 @app.command()
@@ -226,7 +233,7 @@ def evaluate(
         table.add_column(col, justify="right")
     for name, key in (("candidate", "candidate"), ("current (logging)", "current"), ("improvement", "improvement")):
         r = result[key]
-        table.add_row(name, f"{r['value']:.4f}", f"{r['ci_low']:.4f}", f"{r['ci_high']:.4f}")
+        table.add_row(name, _num(r["value"]), _num(r["ci_low"]), _num(r["ci_high"]))
     console.print(table)
     from grpokit.evaluation.offline_report import headline
 

@@ -36,7 +36,7 @@ def _num(v, digits: int = 2) -> str:
 
 
 def _signed(v, digits: int = 2) -> str:
-    return "–" if v is None else f"{v:+,.{digits}f}"
+    return "–" if v is None or not math.isfinite(float(v)) else f"{v:+,.{digits}f}"
 
 
 def _pct(v, digits: int = 1) -> str:

@@ -62,6 +62,8 @@ def deployment_gate(
             f"promote: with {level} % confidence the candidate improves the value by at least "
             f"{improvement['ci_low']:.6g} (> margin {margin:g}); estimated improvement {improvement['value']:.6g}"
         )
+    elif not (np.isfinite(improvement["ci_low"]) and np.isfinite(improvement["ci_high"])):
+        reason = f"hold: the {level} % interval of the improvement is undefined on {len(r)} row(s): log more decisions"
     else:
         reason = (
             f"hold: the {level} % interval of the improvement [{improvement['ci_low']:.6g}, "
