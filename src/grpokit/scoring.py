@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from grpokit.policy.deployed import DeployedPolicy
 
-__all__ = ["score_table", "score_frame", "iter_batches", "ID_COLUMNS"]
+__all__ = ["score_table", "score_frame", "iter_batches", "DecisionWriter", "ID_COLUMNS"]
 
 ID_COLUMNS = ("unit_id", "customer_id", "event_id", "decision_id", "user_id", "id")
 
@@ -101,6 +101,50 @@ def score_frame(policy: DeployedPolicy, df: pd.DataFrame, *, start: int, epsilon
     return pd.DataFrame(out)
 
 
+class DecisionWriter:
+    """Append decision tables to ``out`` (parquet) through a sibling ``.tmp`` renamed on success, so a
+    failed run leaves no partial file; counts the decision mix of categorical actions as it goes."""
+
+    def __init__(self, out: Path, categorical: bool, source: str | Path = "the input"):
+        self.out, self.categorical, self.source = Path(out), categorical, source
+        self.tmp = self.out.with_name(self.out.name + ".tmp")
+        self.rows = 0
+        self.counts: dict[str, int] = {}
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> "DecisionWriter":
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.tmp, table.schema)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+        if self.categorical:
+            labels = table.column("action").to_numpy(zero_copy_only=False).astype(str)
+            for label, c in zip(*np.unique(labels, return_counts=True)):
+                self.counts[str(label)] = self.counts.get(str(label), 0) + int(c)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None:
+                if self._writer is None:
+                    raise ValueError(f"input file {self.source} has no rows")
+                os.replace(self.tmp, self.out)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+    def summary(self, policy: DeployedPolicy, *, seconds: float, **fields) -> dict:
+        n = self.rows
+        return {"rows": n, "out": str(self.out), "policy_version": policy.version, **fields, "seconds": seconds,
+                "rows_per_second": n / seconds if seconds > 0 else None,
+                "decision_mix": {k: v / n for k, v in sorted(self.counts.items())} if self.counts else None}
+
+
 def score_table(
     policy: str | Path | DeployedPolicy,
     input: str | Path,
@@ -138,51 +182,17 @@ def score_table(
                                batch_rows=batch_rows, probabilities=probabilities, **backend_options)
     if backend_options:
         raise ValueError(f"unknown option(s) for the local backend: {sorted(backend_options)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     t0 = time.perf_counter()
-    n = 0
-    counts: dict[str, int] = {}
-    writer = None
     id_col: str | None = None
-    try:
-        for batch in iter_batches(input, batch_rows):
+    with DecisionWriter(out, deployed.kind == "categorical", input) as sink:
+        for i, batch in enumerate(iter_batches(input, batch_rows)):
             df = batch.to_pandas()
-            if writer is None:
+            if i == 0:
                 id_col = _id_column(list(df.columns), id_column)
-            frame = score_frame(deployed, df, start=n, epsilon=epsilon, mode=mode, seed=seed,
+            frame = score_frame(deployed, df, start=sink.rows, epsilon=epsilon, mode=mode, seed=seed,
                                 id_column=id_col, probabilities=probabilities)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            n += len(df)
-            if deployed.kind == "categorical":
-                for label, c in zip(*np.unique(frame["action"].to_numpy(dtype=str), return_counts=True)):
-                    counts[str(label)] = counts.get(str(label), 0) + int(c)
+            sink.write(pa.Table.from_pandas(frame, preserve_index=False))
             if on_batch is not None:
-                on_batch(n)
-        if writer is None:
-            raise ValueError(f"input file {input} has no rows")
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
-    seconds = time.perf_counter() - t0
-    return {
-        "rows": n,
-        "out": str(out),
-        "policy_version": deployed.version,
-        "epsilon": epsilon,
-        "mode": mode,
-        "seed": seed,
-        "id_column": id_col,
-        "seconds": seconds,
-        "rows_per_second": n / seconds if seconds > 0 else None,
-        "decision_mix": {k: v / n for k, v in sorted(counts.items())} if counts else None,
-        "backend": "local",
-    }
+                on_batch(sink.rows)
+    return sink.summary(deployed, seconds=time.perf_counter() - t0, epsilon=epsilon, mode=mode, seed=seed,
+                        id_column=id_col, backend="local")

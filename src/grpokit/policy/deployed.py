@@ -29,9 +29,8 @@ import pandas as pd
 import torch
 
 from grpokit.policy.features import FeatureEncoder, FeatureError
-from grpokit.policy.heads import make_head
-from grpokit.policy.io import load_encoder, read_policy_file
-from grpokit.policy.network import MLPTorso, Policy
+from grpokit.policy.io import build_policy, load_encoder, read_policy_file
+from grpokit.policy.network import Policy
 
 __all__ = ["DeployedPolicy", "Decisions", "row_uniforms", "row_seeds"]
 
@@ -104,14 +103,8 @@ class DeployedPolicy:
         """Read ``path`` with ``weights_only=True`` and rebuild network and encoder."""
         path = Path(path)
         payload = read_policy_file(path)
-        head_spec = dict(payload["head"])
-        kind = head_spec.pop("kind")
-        head = make_head(kind, **{k: v for k, v in head_spec.items() if v is not None or k == "concentration"})
-        policy = Policy(MLPTorso(**payload["torso"]), head)
-        try:
-            policy.load_state_dict(payload["state_dict"])
-        except RuntimeError as err:
-            raise ValueError(f"{path}: the weights do not match the stored architecture ({str(err).splitlines()[0]})") from None
+        policy = build_policy(payload, path)
+        kind = payload["head"]["kind"]
         meta = dict(payload.get("metadata") or {})
         version = meta.get("version") or "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         encoder = load_encoder(payload)

@@ -21,7 +21,7 @@ from grpokit.policy.features import FeatureEncoder
 from grpokit.policy.heads import BetaHead, CategoricalHead, DirichletHead, GaussianSoftmaxHead, make_head
 from grpokit.policy.network import MLPTorso, Policy
 
-__all__ = ["save_policy", "load_policy", "read_policy_file", "load_encoder", "plain", "safe_torch_load"]
+__all__ = ["save_policy", "load_policy", "read_policy_file", "load_encoder", "plain", "safe_torch_load", "build_policy"]
 
 FORMAT = "grpokit.policy/1"
 
@@ -159,13 +159,8 @@ def load_encoder(payload: dict) -> FeatureEncoder | None:
     return encoder_from_dict(payload.get("features"), meta.get("feature_names"))
 
 
-def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Policy, dict]:
-    """Rebuild a policy saved by :func:`save_policy`: ``(policy, metadata)``.
-
-    The encoder, when one was saved, is ``metadata["features"]`` (plain data;
-    :func:`grpokit.policy.features.FeatureEncoder.from_dict` rebuilds it).
-    """
-    payload = read_policy_file(path, map_location)
+def build_policy(payload: dict, path: str | Path = "policy file") -> Policy:
+    """The network (architecture + weights, in eval mode) described by a payload of :func:`read_policy_file`."""
     head_spec = dict(payload["head"])
     kind = head_spec.pop("kind")
     head = make_head(kind, **{k: v for k, v in head_spec.items() if v is not None or k == "concentration"})
@@ -174,7 +169,17 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
         policy.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         raise ValueError(f"{path}: the weights do not match the stored architecture ({str(err).splitlines()[0]})") from None
-    policy.eval()
+    return policy.eval()
+
+
+def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Policy, dict]:
+    """Rebuild a policy saved by :func:`save_policy`: ``(policy, metadata)``.
+
+    The encoder, when one was saved, is ``metadata["features"]`` (plain data;
+    :func:`grpokit.policy.features.FeatureEncoder.from_dict` rebuilds it).
+    """
+    payload = read_policy_file(path, map_location)
+    policy = build_policy(payload, path)
     meta = dict(payload["metadata"] or {})
     if payload.get("features"):
         meta["features"] = payload["features"]

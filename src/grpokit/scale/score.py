@@ -12,11 +12,9 @@ output parquet file (written atomically), so its memory holds a few batches, not
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 __all__ = ["score_table_ray", "plan_pieces"]
@@ -67,7 +65,7 @@ def score_table_ray(policy, input, out, *, epsilon: float, mode: str, seed: int,
     import pyarrow.parquet as pq
 
     from grpokit.scale._ray import init_ray
-    from grpokit.scoring import _id_column
+    from grpokit.scoring import DecisionWriter, _id_column
 
     path, out = Path(input), Path(out)
     if not path.is_file():
@@ -92,32 +90,10 @@ def score_table_ray(policy, input, out, *, epsilon: float, mode: str, seed: int,
         _Scorer, fn_constructor_args=(policy, str(path.resolve()), options), batch_size=1,
         batch_format="numpy", concurrency=concurrency,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     t0 = time.perf_counter()
-    n, counts, writer = 0, {}, None
-    try:
+    with DecisionWriter(out, policy.kind == "categorical", input) as sink:
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if not table.num_rows:
-                continue
-            table = table.replace_schema_metadata(None)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            n += table.num_rows
-            if policy.kind == "categorical":
-                labels = table.column("action").to_numpy(zero_copy_only=False).astype(str)
-                for label, c in zip(*np.unique(labels, return_counts=True)):
-                    counts[str(label)] = counts.get(str(label), 0) + int(c)
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
-    seconds = time.perf_counter() - t0
-    return {"rows": n, "out": str(out), "policy_version": policy.version, "epsilon": epsilon, "mode": mode,
-            "seed": seed, "id_column": id_col, "seconds": seconds, "rows_per_second": n / seconds if seconds > 0 else None,
-            "decision_mix": {k: v / n for k, v in sorted(counts.items())} if counts else None,
-            "backend": "ray", "concurrency": concurrency}
+            if table.num_rows:
+                sink.write(table.replace_schema_metadata(None))
+    return sink.summary(policy, seconds=time.perf_counter() - t0, epsilon=epsilon, mode=mode, seed=seed,
+                        id_column=id_col, backend="ray", concurrency=concurrency)
