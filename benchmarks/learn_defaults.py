@@ -11,6 +11,17 @@ the policy's value, its share of the way from the best single offer to the oracl
 
 Arms: ``grpo`` (per-context std), ``dr_grpo`` (no std), ``rank``, ``pgrpo`` with the log's
 region as preference groups, and ``pgrpo`` with one global group (a log without a group column).
+
+``--setting marketing [--spillover S]``: the marketing scenario (examples/marketing.toml, profit
+with 0.5 contact cost: most customers earn 0, the sparse-profit case of BENCHMARKS.md), its
+simulated uniform A/B log of 20,000 decisions (seed s + 101, the one ``grpokit run --set
+evaluation.train_on=logs`` learns from), the one learner of both paths
+(:func:`grpokit.offline.workflow.fit_policy_on_log`), scored by the simulator's true value on
+``--eval-size`` customers (seed s + 7): share of the oracle's lift over no offer. With spillover,
+the arm ``+ interference`` adds the cohort exposure to the outcome model (peer credit).
+
+    .venv/bin/python benchmarks/learn_defaults.py --setting marketing --seeds 0 1 2 3 4 --out runs/bench/ld_mk.json
+    .venv/bin/python benchmarks/learn_defaults.py --setting marketing --spillover 0.3 --seeds 0 1 2 --out runs/bench/ld_mk_spill.json
 """
 
 from __future__ import annotations
@@ -102,6 +113,68 @@ def run(seeds: list[int], rows: int, steps: int, outcome_model: str) -> dict:
     return results
 
 
+MARKETING_ARMS = {
+    "grpo": ("grpo", False),
+    "dr_grpo": ("dr_grpo", False),
+    "pgrpo (cohort groups)": ("pgrpo", False),
+}
+
+
+def run_marketing(seeds: list[int], spillover: float, eval_size: int, steps: int | None) -> dict:
+    """Every arm through the one log learner on the marketing scenario; true values from the simulator."""
+    import torch
+
+    from grpokit.business import _simulated_log, evaluate_assignment
+    from grpokit.config import load_config
+    from grpokit.evaluation.population import population
+    from grpokit.offline.learn import RawFeaturePolicy
+    from grpokit.offline.workflow import fit_policy_on_log
+    from grpokit.scenarios.registry import scenario_from_config
+
+    arms = dict(MARKETING_ARMS)
+    if spillover:
+        arms["pgrpo + interference"] = ("pgrpo", True)
+    results: dict = {"setting": "marketing", "spillover": spillover, "eval_size": eval_size, "seeds": {}}
+    for seed in seeds:
+        over = [f"grpo.seed={seed}", f"evaluation.seed={seed}", f"scenario.spillover={spillover}", "grpo.device=cpu"]
+        if steps:
+            over.append(f"grpo.steps={steps}")
+        config = load_config(ROOT / "examples" / "marketing.toml", over)
+        scenario = scenario_from_config(config.scenario)
+        log = _simulated_log(scenario, config.evaluation)
+        contexts = population(scenario, eval_size, seed + 7)
+        t0 = time.perf_counter()
+        v_none = evaluate_assignment(scenario, contexts, torch.zeros(eval_size, dtype=torch.long))["value"]
+        v_oracle = evaluate_assignment(scenario, contexts, scenario.oracle_actions(contexts))["value"]
+        per = {"no_offer": v_none, "oracle": v_oracle, "oracle_seconds": time.perf_counter() - t0, "arms": {}}
+        for arm, (name, interference) in arms.items():
+            adv = config.grpo.advantage.model_copy(update={"name": name})
+            grpo = config.grpo.model_copy(update={"advantage": adv})
+            t1 = time.perf_counter()
+            fit = fit_policy_on_log(log, outcome_model="gbm", config=grpo, policy_config=config.policy, seed=seed,
+                                    interference=interference)
+            policy = RawFeaturePolicy(fit.policy, fit.encoder)
+            acts = policy.act(contexts.obs, contexts.group)
+            value = evaluate_assignment(scenario, contexts, acts)["value"]
+            share = np.bincount(acts.numpy(), minlength=log.n_actions) / eval_size
+            per["arms"][arm] = {"true_value": value, "lift_share": (value - v_none) / (v_oracle - v_none),
+                                "share_of_oracle": value / v_oracle, "top_share": float(share.max()),
+                                "offer_rate": float(1 - share[0]), "interference": fit.interference,
+                                "seconds": time.perf_counter() - t1}
+            print(f"seed {seed} spill {spillover} {arm:24s} true {value:.3f} (none {v_none:.3f}, oracle {v_oracle:.3f}) "
+                  f"lift share {per['arms'][arm]['lift_share']:.3f} top {100 * share.max():.0f} %", flush=True)
+        results["seeds"][str(seed)] = per
+    results["summary"] = {}
+    for arm in arms:
+        xs = [results["seeds"][s]["arms"][arm]["lift_share"] for s in results["seeds"]]
+        results["summary"][arm] = {"lift_share_mean": float(np.mean(xs)), "lift_share_sd": float(np.std(xs, ddof=1))
+                                   if len(xs) > 1 else 0.0, "lift_share_min": float(min(xs)),
+                                   "lift_share_max": float(max(xs)), "per_seed": xs,
+                                   "true_value_mean": float(np.mean([results["seeds"][s]["arms"][arm]["true_value"]
+                                                                     for s in results["seeds"]]))}
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -109,7 +182,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--outcome-model", default="gbm")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/learn_defaults.json"))
+    ap.add_argument("--setting", choices=["own_data", "marketing"], default="own_data")
+    ap.add_argument("--spillover", type=float, default=0.0)
+    ap.add_argument("--eval-size", type=int, default=5000)
+    ap.add_argument("--marketing-steps", type=int, default=None, help="grpo.steps (default: the example's 400)")
     a = ap.parse_args()
+    if a.setting == "marketing":
+        res = run_marketing(a.seeds, a.spillover, a.eval_size, a.marketing_steps)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=2))
+        print("\n| learner arm | share of the oracle's lift over no offer: mean ± sd | min - max | per seed |")
+        print("| --- | --- | --- | --- |")
+        for arm, m in res["summary"].items():
+            print(f"| {arm} | {100 * m['lift_share_mean']:.1f} % ± {100 * m['lift_share_sd']:.1f} | "
+                  f"{100 * m['lift_share_min']:.1f} - {100 * m['lift_share_max']:.1f} % | "
+                  + ", ".join(f"{100 * x:.1f}" for x in m["per_seed"]) + " |")
+        print(f"written to {a.out}")
+        return
     res = run(a.seeds, a.rows, a.steps, a.outcome_model)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2))

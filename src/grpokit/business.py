@@ -344,6 +344,9 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "lift_references": {"no_offer": "no_offer" if "no_offer" in policies else None, "current": current_name},
         "policies": policies,
     }
+    if cfg.train_on == "logs":
+        summary["learner"] = train_summary.get("learner")
+        summary["off_policy_assumption"] = _interference_note(scenario)
     if getattr(scenario, "cohort_model", None) is not None:  # [cohorts]: discovered cohorts are the groups
         summary["cohorts"] = {"method": config.cohorts.method, "n_cohorts": scenario.n_groups,
                               "names": scenario.group_names, "model": scenario.cohort_model}
@@ -395,6 +398,8 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         notes.append("baselines fitted on " + (f"the A/B log {log_info['source']} ({log_info['rows']:,} rows)"
                      if log_info["source"] != "simulated" else
                      f"a simulated {log_info['policy']} A/B log of {log_info['rows']:,} decisions (seed {log_info['seed']})"))
+    if summary.get("off_policy_assumption", {}).get("broken"):
+        notes.append(summary["off_policy_assumption"]["text"])
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
                  assignment=summary["assignment"], explanation=explanation, notes=notes,
                  headline=business_headline(summary), value_label="true expected value per unit")
@@ -429,6 +434,9 @@ def business_headline(summary: dict, policy: str = "grpo") -> list[str]:
         verdict = ("better" if d["ci_low"] > 0 else "worse" if d["ci_high"] < 0 else "not distinguishable")
         lines.append(f"vs the current policy ({d['policy']}): {d['difference']:+.2f} per unit{rel}, 95 % CI "
                      f"{fmt_ci(d['ci_low'], d['ci_high'])} on the same units: {verdict}")
+    assumption = summary.get("off_policy_assumption") or {}
+    if assumption.get("broken"):
+        lines.append(assumption["text"])
     pl = summary.get("pilot")
     if pl:
         verdict = "separates from 0" if (pl["ci_low"] > 0 or pl["ci_high"] < 0) else "inconclusive (the interval covers 0)"
@@ -438,21 +446,42 @@ def business_headline(summary: dict, policy: str = "grpo") -> list[str]:
     return lines
 
 
+def _interference_note(scenario: Scenario) -> dict:
+    """Whether the off-policy estimates (and the log-trained policy) rest on no interference
+    (SUTVA: a unit's outcome depends on its own decision only), and whether the scenario breaks it."""
+    spill = float(getattr(getattr(scenario, "config", None), "spillover", 0) or 0)
+    if spill == 0:
+        return {"spillover": 0.0, "broken": False, "text": "no interference in this scenario (spillover 0): "
+                "the off-policy estimates' no-interference assumption holds"}
+    return {"spillover": spill, "broken": True,
+            "text": f"caution: spillover = {spill:g} breaks the no-interference assumption of the off-policy (DR) "
+                    "estimates and of the outcome model the policy was learned on (a unit's outcome also depends on "
+                    "its cohort's treatment): the DR values are biased; trust the simulator's true values or a "
+                    "cohort-randomized pilot"}
+
+
 def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
-    """Learn from logs, as a business without a simulator would: a cross-fitted outcome model on the
-    A/B log (the one the baselines see: ``log``, default the simulated one) scores the G actions
-    GRPO samples per logged context."""
-    from grpokit.offline.learn import learn_from_outcome_model
-    from grpokit.offline.outcome import OutcomeModel
+    """Learn from logs, as a business without a simulator would, with ``grpokit learn``'s own learner
+    (:func:`grpokit.offline.workflow.fit_policy_on_log`: encoder, cross-fitted GBM outcome model,
+    the same default advantage and checks) on the A/B log the baselines see (``log``, default the
+    simulated one). With spillover the outcome model also sees each unit's cohort exposure
+    (``interference``). Returns a policy deciding from raw contexts and the trainer's summary
+    (with the learner's degeneration check and interference diagnostics)."""
+    from grpokit.offline.learn import RawFeaturePolicy, action_probabilities
+    from grpokit.offline.workflow import degeneration, fit_policy_on_log
 
     cfg = config.evaluation
     log = log if log is not None else _simulated_log(scenario, cfg)
-    model = OutcomeModel(log.n_actions, "gbm", seed=cfg.seed).fit(log.features, log.action, log.reward)
-    policy, summary = learn_from_outcome_model(
-        log.features, model.predict_crossfit(), config.grpo, config.policy,
-        group=log.group, n_groups=scenario.n_groups,
-    )
-    return policy, summary
+    spill = float(getattr(scenario.config, "spillover", 0) or 0)
+    fit = fit_policy_on_log(log, outcome_model="gbm", config=config.grpo, policy_config=config.policy,
+                            seed=cfg.seed, interference=spill != 0 and log.group is not None)
+    labels = list(getattr(scenario, "action_names", None) or range(log.n_actions))
+    summary = dict(fit.summary)
+    summary["learner"] = {"path": "grpokit.offline.workflow.fit_policy_on_log", "advantage": fit.config.advantage.name,
+                          "degeneration": degeneration(action_probabilities(fit.policy, fit.x), fit.summary["last_metrics"],
+                                                       [str(a) for a in labels]),
+                          "interference": fit.interference}
+    return RawFeaturePolicy(fit.policy, fit.encoder), summary
 
 
 def _off_policy_values(scenario: Scenario, config: RunConfig, policies: dict, deciders: dict, policy, train=None) -> None:

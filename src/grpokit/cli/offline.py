@@ -105,6 +105,8 @@ def learn(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the policy an earlier learn left in --out"),
     allow_unlogged: bool = typer.Option(False, "--allow-unlogged",
                                         help="Let the policy choose actions the log never shows (valued by extrapolation)"),
+    interference: bool = typer.Option(False, "--interference",
+                                      help="Outcome model also sees the share of the unit's group treated (spillover)"),
 ) -> None:
     """Learn a policy from logged decisions (encoder + outcome model + GRPO), judge it on held-out rows."""
     from grpokit.offline.workflow import learn_from_log
@@ -123,6 +125,7 @@ def learn(
             data, out, outcome_model=outcome_model, config=cfg.grpo, policy_config=cfg.policy, seed=seed,
             holdout=holdout, use_groups=not no_groups, progress=progress,
             on_stage=_stage_printer() if progress else None, allow_unlogged=allow_unlogged,
+            interference=interference,
         )
     except ValueError as err:
         _fail(str(err))
@@ -144,6 +147,8 @@ def learn(
     deg = summary["degeneration"]
     if deg["warning"]:
         console.print(f"[bold yellow]warning:[/] {escape(deg['warning'])}")
+    if summary.get("off_policy_assumption"):
+        console.print(f"note: {escape(summary['off_policy_assumption'])}")
     hold = summary.get("holdout")
     if hold:
         level = int(round(100 * (1 - hold["alpha"])))

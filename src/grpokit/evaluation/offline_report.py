@@ -156,6 +156,8 @@ def write_offline_report(path: str | Path, summary: dict, *, kind: str = "learn"
     deg = summary.get("degeneration") or {}
     if deg.get("warning"):
         parts.append(f"<p class='warn'>warning: {html.escape(deg['warning'])}</p>")
+    if summary.get("off_policy_assumption"):
+        parts.append(f"<p class='note'>Assumption: {html.escape(summary['off_policy_assumption'])}.</p>")
     if hold:
         parts.append("<h2>New policy, best single action, current policy</h2>")
         vals = {"new policy": hold["learned"], f"everyone {hold['best_single']['action']}": hold["best_single"],

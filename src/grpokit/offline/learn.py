@@ -18,7 +18,7 @@ from grpokit.policy.heads import CategoricalHead
 from grpokit.policy.network import MLPTorso, Policy
 from grpokit.scenarios.base import TensorContextSampler
 
-__all__ = ["learn_from_outcome_model", "action_probabilities"]
+__all__ = ["learn_from_outcome_model", "action_probabilities", "RawFeaturePolicy"]
 
 
 def learn_from_outcome_model(
@@ -87,3 +87,28 @@ def action_probabilities(policy: Policy, features: np.ndarray, group: np.ndarray
     policy.eval()
     dist = policy(obs, g)
     return dist.log_probs.exp().double().numpy()
+
+
+class RawFeaturePolicy(torch.nn.Module):
+    """A policy trained on standardized numeric features that decides from raw ones:
+    π(· | x) = π_std(· | (x − μ) / σ), with μ, σ the encoder's (fitted on the training log).
+
+    For simulators whose contexts are numeric tensors (``grpokit run --set evaluation.train_on=logs``).
+    """
+
+    def __init__(self, policy: Policy, encoder):
+        super().__init__()
+        kinds = {f["type"] for f in encoder.fields}
+        if kinds != {"number"}:
+            raise ValueError(f"RawFeaturePolicy needs numeric features only, the encoder has {sorted(kinds)}")
+        self.policy = policy
+        self.register_buffer("mean", torch.tensor([f["mean"] for f in encoder.fields], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([f["std"] for f in encoder.fields], dtype=torch.float32))
+
+    def forward(self, obs, group=None, mask=None):
+        return self.policy((obs.float() - self.mean) / self.std, group, mask)
+
+    @torch.no_grad()
+    def act(self, obs, group=None, mask=None):
+        """The deterministic production decision per raw context (``Decision.mode``)."""
+        return self.forward(obs, group, mask).mode()

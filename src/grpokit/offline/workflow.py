@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from grpokit.offline.learn import action_probabilities, learn_from_outcome_model
 from grpokit.offline.outcome import OutcomeModel
 from grpokit.offline.schema import LoggedDecisions
 
-__all__ = ["learn_from_log", "evaluate_on_log", "fit_encoder", "compare_to", "degeneration", "DEFAULT_ADVANTAGE"]
+__all__ = ["learn_from_log", "fit_policy_on_log", "LogFit", "cohort_treated_share", "evaluate_on_log", "fit_encoder", "compare_to", "degeneration", "DEFAULT_ADVANTAGE"]
 
 NEEDS_MODEL = ("dm", "dr", "sndr")
 #: learn's advantage when the config does not name one (benchmarks/learn_defaults.py, BENCHMARKS.md)
@@ -185,6 +186,135 @@ def _learned_config(config: GRPOConfig | None, seed: int, has_groups: bool) -> G
     return config
 
 
+def cohort_treated_share(group: np.ndarray, action: np.ndarray, control: int = 0) -> np.ndarray:
+    """``[n]``: the share of the *other* units of each row's cohort that got an action other than ``control``.
+
+    t_i = (Σ_{j in c(i)} [a_j ≠ control] − [a_i ≠ control]) / (n_c − 1) (0 for a cohort of one):
+    the exposure of unit i to its peers' treatment, the quantity spillover acts through.
+    """
+    group = np.asarray(group, dtype=np.int64)
+    treated = (np.asarray(action) != control).astype(np.float64)
+    size = np.bincount(group)
+    total = np.bincount(group, weights=treated, minlength=len(size))
+    peers = size[group] - 1
+    return np.where(peers > 0, (total[group] - treated) / np.maximum(peers, 1), 0.0)
+
+
+@dataclass
+class LogFit:
+    """What :func:`fit_policy_on_log` learned: the policy, its encoder, the outcome model and GRPO's reward table."""
+
+    policy: object
+    encoder: object
+    model: OutcomeModel
+    table: np.ndarray  #: [n, A] GRPO's reward of every action for every training row
+    x: np.ndarray  #: [n, d] the encoded training features
+    config: GRPOConfig
+    allowed: np.ndarray | None
+    never: list[str]
+    logged: np.ndarray
+    summary: dict
+    interference: dict | None = None
+
+    def reward_hat(self, log: LoggedDecisions, x: np.ndarray) -> np.ndarray:
+        """``[n, A]``: the outcome model's r̂(x, a) on another log's rows (their own cohort exposure if modeled)."""
+        if self.interference is None:
+            return self.model.predict(x)
+        t = cohort_treated_share(log.group, log.action)
+        return self.model.predict(np.column_stack([x, t]))
+
+
+def _peer_credit(model: OutcomeModel, x: np.ndarray, t: np.ndarray, action: np.ndarray, group: np.ndarray,
+                 delta: float = 0.05) -> np.ndarray:
+    """Per cohort: P_c = mean_{j in c} ∂r̂(x_j, a_j, t)/∂t (central difference ± ``delta``).
+
+    Treating one more unit of a cohort raises each peer's exposure by 1/(n_c − 1), so the n_c − 1
+    peers gain about P_c in all: GRPO credits a treatment with r̂(x_i, a, t_i) + [a ≠ control] · P_c.
+    """
+    rows = np.arange(len(x))
+    up = model.predict(np.column_stack([x, np.clip(t + delta, 0, 1)]))[rows, action]
+    down = model.predict(np.column_stack([x, np.clip(t - delta, 0, 1)]))[rows, action]
+    span = np.clip(t + delta, 0, 1) - np.clip(t - delta, 0, 1)
+    slope = (up - down) / np.where(span > 0, span, 1.0)
+    size = np.bincount(group)
+    return np.bincount(group, weights=slope, minlength=len(size)) / np.maximum(size, 1)
+
+
+def _assumption_line(info: dict | None) -> str:
+    """What the held-out values assume about interference, in one line."""
+    if info is None:
+        return ("the held-out values assume no interference: a customer's outcome depends on its own decision only "
+                "(no spillover within groups); if offers spread by word of mouth, judge the policy with a "
+                "group-randomized pilot (--interference models the group's treated share)")
+    return (f"interference modeled through the group's treated share, which ranges {info['share_min']:.2f}-"
+            f"{info['share_max']:.2f} in this log (sd {info['share_sd']:.3f}); the held-out values still score each "
+            "row at its logged exposure, not at the exposure the new policy would create")
+
+
+def fit_policy_on_log(
+    log: LoggedDecisions,
+    *,
+    outcome_model: str = "gbm",
+    config: GRPOConfig | None = None,
+    policy_config: PolicyConfig | None = None,
+    seed: int = 0,
+    use_groups: bool = True,
+    progress: bool = False,
+    out_dir: str | Path | None = None,
+    on_stage=None,
+    allow_unlogged: bool = False,
+    interference: bool = False,
+) -> LogFit:
+    """The one learner from a log (``grpokit learn`` and ``grpokit run --set evaluation.train_on=logs``).
+
+    Encoder fitted on ``log``'s rows; a cross-fitted outcome model r̂(x, a); GRPO on the logged
+    contexts with r̂ as the reward of each sampled action, learn's default advantage
+    (:data:`DEFAULT_ADVANTAGE`) unless the config names one, P-GRPO preference groups = the log's
+    group column (one global group without it), never-logged actions masked unless ``allow_unlogged``.
+
+    ``interference`` (needs a group column): the outcome model also sees t_i, the share of the
+    unit's cohort treated (:func:`cohort_treated_share`), and GRPO's reward of a treatment adds the
+    cohort's peer credit P_c (:func:`_peer_credit`). A log whose cohorts were all treated at about
+    the same rate (a unit-randomized A/B test) cannot identify the effect of t: ``interference``
+    in the result reports the spread of t the log offers.
+    """
+    stage = on_stage or (lambda text: None)
+    _rewards(log)
+    labels = [str(a) for a in (log.action_labels or range(log.n_actions))]
+    stage("fitting the feature encoder")
+    encoder = fit_encoder(log)
+    x = encoder.transform(log.feature_frame())
+    design, info, t = x, None, None
+    if interference:
+        if log.group is None:
+            raise ValueError("interference needs a group (cohort) column: peers' treatment acts within a cohort")
+        t = cohort_treated_share(log.group, log.action)
+        design = np.column_stack([x, t])
+    stage(f"fitting the outcome model ({outcome_model}, 5-fold cross-fit on {len(log):,} rows)")
+    model = OutcomeModel(log.n_actions, outcome_model, seed=seed).fit(design, log.action, log.reward)
+    table = model.predict_crossfit()
+    if interference:
+        credit = _peer_credit(model, x, t, log.action, log.group)
+        table = table + np.where(np.arange(log.n_actions) != 0, 1.0, 0.0)[None, :] * credit[log.group][:, None]
+        gl = log.group_labels or list(range(len(credit)))
+        info = {"feature": "cohort_treated_share", "control": labels[0],
+                "share_min": float(t.min()), "share_max": float(t.max()), "share_sd": float(t.std()),
+                "peer_credit_per_cohort": {str(gl[c]): float(credit[c]) for c in range(len(credit))}}
+    groups = log.group if (use_groups and log.group is not None) else None
+    n_groups = len(log.group_labels) if groups is not None else None
+    config = _learned_config(config, seed, groups is not None)
+    if config.advantage.name == "pgrpo" and groups is None:
+        groups, n_groups = np.zeros(len(log), dtype=np.int64), 1  # one preference group: a global history
+    logged = np.bincount(log.action, minlength=log.n_actions) > 0
+    never = [labels[a] for a in range(log.n_actions) if not logged[a]]
+    allowed = None if (allow_unlogged or not never) else logged
+    stage(f"GRPO ({config.advantage.name}, {config.steps} steps)")
+    policy, summary = learn_from_outcome_model(x, table, config, policy_config, group=groups, n_groups=n_groups,
+                                               progress=progress, out_dir=out_dir, allowed=allowed)
+    return LogFit(policy=policy, encoder=encoder, model=model, table=table, x=x, config=config, allowed=allowed,
+                  never=never, logged=logged, summary=summary, interference=info)
+
+
 def learn_from_log(
     log: LoggedDecisions,
     out_dir: str | Path,
@@ -203,6 +333,7 @@ def learn_from_log(
     tree_depth: int = 3,
     on_stage=None,
     allow_unlogged: bool = False,
+    interference: bool = False,
 ) -> dict:
     """Train a policy on ``log`` (its training rows), judge it on the held-out rows, save it.
 
@@ -212,35 +343,23 @@ def learn_from_log(
 
     Writes ``out_dir/policy.pt`` (network + encoder + metadata), ``out_dir/training/metrics.jsonl``
     and (``report``) ``out_dir/report.html``; returns the summary (see docs/offline.md).
-    ``on_stage(text)`` is called as each stage starts (progress for the CLI).
+    ``on_stage(text)`` is called as each stage starts (progress for the CLI). ``interference``: see
+    :func:`fit_policy_on_log`.
     """
     from grpokit.policy.io import save_policy
 
     stage = on_stage or (lambda text: None)
-    reward = _rewards(log)
+    _rewards(log)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = [str(a) for a in (log.action_labels or range(log.n_actions))]
     train, hold = _split(len(log), holdout, seed)
     tr, ho = log.subset(train), (log.subset(hold) if len(hold) else None)
-
-    stage("fitting the feature encoder")
-    encoder = fit_encoder(log, train)
-    x_tr = encoder.transform(tr.feature_frame())
-    stage(f"fitting the outcome model ({outcome_model}, 5-fold cross-fit on {len(tr):,} rows)")
-    model = OutcomeModel(log.n_actions, outcome_model, seed=seed).fit(x_tr, tr.action, tr.reward)
-    table = model.predict_crossfit()
-    groups = tr.group if (use_groups and tr.group is not None) else None
-    n_groups = len(log.group_labels) if groups is not None else None
-    config = _learned_config(config, seed, groups is not None)
-    if config.advantage.name == "pgrpo" and groups is None:
-        groups, n_groups = np.zeros(len(tr), dtype=np.int64), 1  # one preference group: a global history
-    logged = np.bincount(tr.action, minlength=log.n_actions) > 0
-    never = [labels[a] for a in range(log.n_actions) if not logged[a]]
-    allowed = None if (allow_unlogged or not never) else logged
-    stage(f"GRPO ({config.advantage.name}, {config.steps} steps)")
-    policy, summary = learn_from_outcome_model(x_tr, table, config, policy_config, group=groups, n_groups=n_groups,
-                                               progress=progress, out_dir=out / "training", allowed=allowed)
+    fit = fit_policy_on_log(tr, outcome_model=outcome_model, config=config, policy_config=policy_config, seed=seed,
+                            use_groups=use_groups, progress=progress, out_dir=out / "training", on_stage=stage,
+                            allow_unlogged=allow_unlogged, interference=interference)
+    policy, encoder, model, table, config = fit.policy, fit.encoder, fit.model, fit.table, fit.config
+    x_tr, allowed, never, summary, logged = fit.x, fit.allowed, fit.never, fit.summary, fit.logged
     metadata = {
         "feature_names": encoder.names,
         "n_actions": int(log.n_actions),
@@ -274,6 +393,8 @@ def learn_from_log(
         "best_single_action": labels[best_code],
         "never_logged_actions": never,
         "never_logged_get_mass": bool(never) and allowed is None,
+        "interference": fit.interference,
+        "off_policy_assumption": _assumption_line(fit.interference),
         "training": {"steps": summary["steps"], "last_metrics": summary["last_metrics"]},
         "policy_path": str(out / "policy.pt"),
         "grpo_config": config.model_dump(mode="json"),
@@ -290,7 +411,7 @@ def learn_from_log(
                                             for c in range(len(gl)) if (eval_log.group == c).any()}
     if ho is not None:
         stage(f"held-out comparison on {len(ho):,} rows ({method}, {int(round(100 * (1 - alpha)))} % CIs)")
-        rhat = model.predict(x_ev)
+        rhat = fit.reward_hat(ho, x_ev)
         kw = dict(reward=ho.reward, action=ho.action, pscore=ho.pscore, reward_hat=rhat, method=method)
         single = np.zeros_like(probs)
         single[:, best_code] = 1.0
