@@ -30,7 +30,8 @@ import torch
 
 from grpokit.policy.features import FeatureEncoder, FeatureError
 from grpokit.policy.io import build_policy, load_encoder, read_policy_file
-from grpokit.policy.network import Policy
+from grpokit.policy.heads import CategoricalHead
+from grpokit.policy.network import MLPTorso, Policy
 
 __all__ = ["DeployedPolicy", "Decisions", "row_uniforms", "row_seeds"]
 
@@ -180,8 +181,40 @@ class DeployedPolicy:
     def probabilities(self, rows) -> np.ndarray:
         """``float64 [n, A]``: π(a | x) of a categorical policy."""
         self._need_categorical()
+        layers = self._plain_layers()
+        if layers is not None:
+            x, _ = self.features(rows)
+            with torch.inference_mode():
+                h = torch.from_numpy(x)
+                for m in layers:
+                    h = m.forward(h)
+                return torch.log_softmax(h, dim=-1).exp().double().numpy()
         dist, _, _ = self._dist(rows)
         return dist.log_probs.exp().double().numpy()
+
+    def _plain_layers(self) -> list | None:
+        """The network as a plain chain of layers (torso MLP then output layer) when it is one: no group
+        embedding, an unrestricted categorical head, no hooks. Calling each layer's own ``forward``
+        in turn runs the very kernels ``Policy.forward`` runs, in the same order (the same numbers,
+        bit for bit), without the per-module call overhead that dominates a one-row request. Found
+        once per loaded policy (weights updated in place are still used: the layers are the same
+        modules)."""
+        if self._layers is not False:
+            return self._layers
+        pol = self.policy
+        torso = pol.torso
+        self._layers = None
+        if (torso.embedding is not None or type(pol.head) is not CategoricalHead or "allowed" in pol.head._buffers
+                or type(torso) is not MLPTorso or type(pol) is not Policy):
+            return None
+        layers = [*torso.net, pol.out]
+        for m in (pol, torso, torso.net, pol.head, *layers):
+            if m._forward_hooks or m._forward_pre_hooks:
+                return None
+        self._layers = layers
+        return layers
+
+    _layers: list | None | bool = False  #: the plain chain, found once (False: not looked at yet)
 
     def served_probabilities(self, rows=None, *, epsilon: float = 0.05, mode: str = "sample",
                              probabilities: np.ndarray | None = None) -> np.ndarray:

@@ -41,7 +41,7 @@ from grpokit.serve.metrics import Metrics, route_label
 from grpokit.serve.requests import ApiError, parse_decide, parse_reward, parse_rewards, read_json
 from grpokit.serve.rollout import assign_arm, event_uniforms
 from grpokit.serve.tables import connect
-from grpokit.serve import versions
+from grpokit.serve import jsonio, versions
 
 __all__ = ["create_app", "ServeState", "StartupError"]
 
@@ -92,58 +92,29 @@ def _response_from_row(row) -> dict:
            "action_code": code, "propensity": prop, "policy_version": version, "arm": arm}
     if deferred:
         out["deferred"] = True
-    out["_probabilities"] = json.loads(probs) if probs else None
-    return out
+    return out, (json.loads(probs) if probs else None)
 
 
 def _event_from_row(row) -> _Event:
     return _Event(row[1], bool(row[2]), row[3], int(row[4]), _response_from_row(row))
 
 
-_NUMERIC_KINDS = ("i", "u", "f")
-
-
-def _fast_rows(dp, rows: list[dict]):
-    """A DataFrame of ``rows`` for the encoder's vectorized path when that path gives exactly what the
-    per-record path would: same field set in every row, numbers typed as numbers (no bool, no text, no
-    missing, finite), booleans as booleans, categories as text. Otherwise the list itself, whose
-    per-record path names the row and field of the problem."""
-    if len(rows) < 32:
-        return rows
-    import numpy as np
-    import pandas as pd
-
-    fields = getattr(dp, "fields", None)
-    if not fields:
-        return rows
-    df = pd.DataFrame.from_records(rows)
-    if set(df.columns) != {f["name"] for f in fields}:
-        return rows
-    for f in fields:
-        col = df[f["name"]]
-        kind = col.dtype.kind
-        if f["type"] == "number":
-            if kind not in _NUMERIC_KINDS or (kind == "f" and not np.isfinite(col.to_numpy()).all()):
-                return rows
-        elif f["type"] == "bool":
-            if kind != "b":
-                return rows
-        elif kind != "O" or not all(isinstance(v, str) for v in col.tolist()):
-            return rows
-    return df
-
-
-def _public(resp: dict, want_probs: bool, replay: bool = False) -> dict:
-    out = {k: v for k, v in resp.items() if k != "_probabilities"}
+def _public(resp: tuple[dict, list | None], want_probs: bool, replay: bool = False) -> dict:
+    """The answer of a stored ``(public fields, served probabilities)``: the shared dict itself when
+    nothing is added (it is only read afterwards), else a copy with the additions."""
+    pub, probs = resp
+    if not want_probs and not replay:
+        return pub
+    out = dict(pub)
     if want_probs:
-        out["probabilities"] = resp.get("_probabilities")
+        out["probabilities"] = probs
     if replay:
         out["replayed"] = True
     return out
 
 
 def _json(obj, status: int = 200):
-    return Response(json.dumps(obj, separators=(",", ":")).encode(), status_code=status, media_type="application/json")
+    return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
 
 
 class ServeState:
@@ -346,7 +317,7 @@ class ServeState:
                     self.forget(eid)
                 raise ApiError(503, f"the decision log could not be written ({err}); nothing was decided") from None
             counts = collections.Counter((r["action"] if isinstance(r["action"], str) else "continuous", r["arm"])
-                                         for r in responses)
+                                         for r, _ in responses)
             for (label, arm), n in counts.items():
                 self.metrics.decisions.labels(label, arm).inc(n)
             for (i, _), resp in zip(new, responses):
@@ -384,7 +355,7 @@ class ServeState:
             eids = [new[k][1] for k in ks]
             u = event_uniforms(cfg.seed, eids)
             try:
-                d = dp.decide(_fast_rows(dp, rows), epsilon=cfg.epsilon, mode=cfg.mode, seed=cfg.seed, uniforms=u)
+                d = dp.decide(rows, epsilon=cfg.epsilon, mode=cfg.mode, seed=cfg.seed, uniforms=u)
             except FeatureError as err:
                 raise self._feature_error(err, new, ks, is_batch) from None
             shadow = None
@@ -421,9 +392,8 @@ class ServeState:
                         "arm": arms[k]}
                 if it.defer:
                     resp["deferred"] = True
-                resp["_probabilities"] = q
                 records[k] = rec
-                responses[k] = resp
+                responses[k] = (resp, q)
         return records, responses
 
     @staticmethod
@@ -582,11 +552,15 @@ def create_app(config: ServeConfig, policy_path: str | Path | None = None, *, to
         await asyncio.to_thread(state.startup)
 
         async def pruner():
+            k = 0
             while True:
-                await asyncio.sleep(10)
-                state.prune()
-                # the event index is long-lived: move it out of the cyclic GC's reach, so that full
-                # collections stay proportional to recent allocations, not to the index's size
+                await asyncio.sleep(1)
+                k += 1
+                if k % 10 == 0:
+                    state.prune()
+                # the event index is long-lived: move it out of the cyclic GC's reach every second, so
+                # that collections stay proportional to one second's allocations, not to the index's
+                # size (under batch load a 10 s window of index entries made full collections costly)
                 gc.freeze()
 
         task = asyncio.create_task(pruner())

@@ -35,6 +35,7 @@ from typing import Callable
 
 import pandas as pd
 
+from grpokit.serve import jsonio
 from grpokit.serve.tables import DECISION_COLUMNS, REWARD_COLUMNS, StoreBusy, connect
 
 __all__ = ["DecisionLog", "read_segment"]
@@ -70,7 +71,7 @@ def read_segment(path: Path) -> tuple[list[dict], bool]:
     out = []
     for i, line in enumerate(lines):
         try:
-            obj = json.loads(line)
+            obj = jsonio.loads(line)
         except json.JSONDecodeError:
             log.error("segment %s line %d is not valid JSON; skipped", path, i + 1)
             continue
@@ -86,7 +87,7 @@ def _epoch_to_ts(values) -> pd.Series:
 
 
 def _as_json_text(values) -> list:
-    return [v if v is None or isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
+    return [v if v is None or isinstance(v, str) else jsonio.dumps(v).decode() for v in values]
 
 
 def _frame(records: list[dict], names: list[str], ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -331,7 +332,7 @@ class DecisionLog:
     def submit(self, records: list[dict]) -> cf.Future:
         """Queue ``records`` (dicts with a ``"k"`` key); the future completes once they are fsync'd."""
         fut: cf.Future = cf.Future()
-        data = json.dumps(records, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        data = jsonio.dumps(records) + b"\n"
         self.submitted += len(records)
         self._q.put((data, len(records), fut))
         return fut

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from grpokit.serve import jsonio
+
 __all__ = ["ApiError", "DecideItem", "read_json", "parse_decide", "parse_reward", "parse_rewards", "MAX_ID_LEN"]
 
 MAX_ID_LEN = 200
@@ -64,7 +66,7 @@ async def read_json(request, max_bytes: int) -> Any:
     if not body:
         raise ApiError(422, "empty body: send a JSON object", [], "json_invalid")
     try:
-        return json.loads(body)
+        return jsonio.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(422, f"malformed JSON: {err}", [], "json_invalid") from None
 
@@ -93,7 +95,21 @@ class DecideItem:
 _ITEM_KEYS = {"context", "event_id", "unit_id", "cohort", "defer_activation"}
 
 
+def _plain_id(v) -> bool:
+    return v is None or type(v) is str and 0 < len(v) <= MAX_ID_LEN
+
+
 def _item(obj: Any, loc: list) -> DecideItem:
+    if type(obj) is dict and obj.keys() <= _ITEM_KEYS:  # the common shape, checked in a few operations
+        ctx = obj.get("context")
+        eid, uid, coh = obj.get("event_id"), obj.get("unit_id"), obj.get("cohort")
+        defer = obj.get("defer_activation", False)
+        if (type(ctx) is dict and type(defer) is bool and _plain_id(eid) and _plain_id(uid) and _plain_id(coh)):
+            return DecideItem(ctx, eid, uid, coh, defer)
+    return _item_checked(obj, loc)
+
+
+def _item_checked(obj: Any, loc: list) -> DecideItem:
     if not isinstance(obj, dict):
         raise ApiError(422, f"expected an object with a 'context', got {type(obj).__name__}", loc, "type_error")
     extra = set(obj) - _ITEM_KEYS

@@ -1,0 +1,69 @@
+"""JSON in and out of the decision service: orjson when installed (the serve extra has it), with the
+standard library's exact behaviour kept for what orjson refuses.
+
+- :func:`loads`: orjson first; a body orjson refuses (``NaN``/``Infinity`` literals, malformed text)
+  or that holds 19+ digits in a row (an integer past 64 bits, which orjson would read as a float)
+  is parsed by :func:`json.loads`, so NaN still reaches the feature check
+  (which names the field) and malformed JSON gets the standard library's message and position. The
+  non-finite literals (and numbers that overflow a double, 1e400) come back as :class:`NonFinite` (a float subclass: every check sees the same
+  float, ``repr`` included) so that :func:`dumps` can never write them.
+- :func:`dumps`: compact bytes; orjson first, :func:`json.dumps` (``allow_nan=False``) for what
+  orjson will not encode (a NonFinite, an integer past 64 bits): NaN and infinities raise ValueError
+  as before instead of being written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+__all__ = ["loads", "dumps", "NonFinite", "HAVE_ORJSON"]
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the serve extra installs it
+    _orjson = None
+
+HAVE_ORJSON = _orjson is not None
+#: 19+ digits in a row: maybe an integer past 64 bits, which orjson reads as a float (json keeps the int)
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+
+
+class NonFinite(float):
+    """NaN or an infinity read from a ``NaN``/``Infinity``/``-Infinity`` literal (orjson refuses to encode it)."""
+
+    __slots__ = ()
+
+
+def _constant(name: str) -> NonFinite:
+    return NonFinite(name)  # float("NaN"), float("Infinity"), float("-Infinity")
+
+
+def _float(text: str) -> float:
+    x = float(text)
+    return x if math.isfinite(x) else NonFinite(text)  # 1e400 overflows to inf
+
+
+def loads(data: bytes | str):
+    """Parsed JSON; raises :class:`json.JSONDecodeError` (or UnicodeDecodeError) as json.loads does."""
+    if _orjson is not None and isinstance(data, bytes) and _LONG_DIGITS.search(data) is None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass  # NaN/Infinity, huge integers, or truly malformed: the standard library decides
+    return json.loads(data, parse_constant=_constant, parse_float=_float)
+
+
+def _std(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def dumps(obj) -> bytes:
+    """Compact JSON bytes of ``obj``; ValueError on NaN/inf (as ``json.dumps(allow_nan=False)``)."""
+    if _orjson is None:
+        return _std(obj)
+    try:
+        return _orjson.dumps(obj)
+    except _orjson.JSONEncodeError:
+        return _std(obj)  # a NonFinite (raises ValueError here) or an int past 64 bits
