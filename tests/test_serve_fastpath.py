@@ -80,7 +80,10 @@ def test_jsonio_loads_like_the_standard_library():
         assert isinstance(v, float) and not np.isfinite(v) and isinstance(v, jsonio.NonFinite)
         assert repr(v) == repr(json.loads(text)["a"])
     big = b'{"a": 123456789012345678901234567890}'
-    assert jsonio.loads(big) == json.loads(big)
+    assert jsonio.loads(big) == json.loads(big) and type(jsonio.loads(big)["a"]) is int
+    # a float's long fraction is not an integer: orjson reads it (the fallback is for big integers only)
+    assert jsonio._LONG_DIGITS.search(b'[0.0020791292190551758, 1e-0000000000000000000001]') is None
+    assert jsonio.loads(b'[0.0020791292190551758]') == [0.0020791292190551758]
     msgs = []
     for parse in (json.loads, jsonio.loads):
         with pytest.raises(json.JSONDecodeError) as err:

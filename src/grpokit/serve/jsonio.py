@@ -2,7 +2,7 @@
 standard library's exact behaviour kept for what orjson refuses.
 
 - :func:`loads`: orjson first; a body orjson refuses (``NaN``/``Infinity`` literals, malformed text)
-  or that holds 19+ digits in a row (an integer past 64 bits, which orjson would read as a float)
+  or that holds an integer of 19+ digits (maybe past 64 bits, which orjson would read as a float)
   is parsed by :func:`json.loads`, so NaN still reaches the feature check
   (which names the field) and malformed JSON gets the standard library's message and position. The
   non-finite literals (and numbers that overflow a double, 1e400) come back as :class:`NonFinite` (a float subclass: every check sees the same
@@ -26,8 +26,9 @@ except ImportError:  # pragma: no cover - the serve extra installs it
     _orjson = None
 
 HAVE_ORJSON = _orjson is not None
-#: 19+ digits in a row: maybe an integer past 64 bits, which orjson reads as a float (json keeps the int)
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+#: an integer token of 19+ digits (not a fraction's or an exponent's digits): maybe past 64 bits, which
+#: orjson reads as a float where json keeps the int. Digits inside a string match too (harmless: json decides).
+_LONG_DIGITS = re.compile(rb"(?<![0-9.eE+\-])-?[0-9]{19,}(?![0-9.eE])")
 
 
 class NonFinite(float):
