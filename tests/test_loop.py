@@ -15,11 +15,10 @@ from grpokit.loop.loop import run_loop  # noqa: E402
 
 
 @pytest.mark.serve
-@pytest.mark.xfail(strict=False, reason="known gap (issue 12): on rounds this small the guardrail has not yet "
-                   "detected the planted policy; the reward-join checks below are unverified until it does")
+@pytest.mark.slow
 def test_tiny_loop_rolls_back_a_planted_bad_policy_and_handles_imperfect_rewards(tmp_path):
     cfg = load_loop_config(None, [
-        "loop.rounds=2", "loop.decisions=2000", "loop.pilot_decisions=1500", "loop.shadow_decisions=200",
+        "loop.rounds=2", "loop.decisions=6000", "loop.pilot_decisions=1500", "loop.shadow_decisions=200",
         "loop.eval_size=2000", "loop.n_bootstrap=100", "grpo.steps=20", "loop.plant_bad_policy_round=1",
         "loop.rewards.loss=0.03", "loop.rewards.duplicate=0.1", "loop.rewards.delay_batches=1",
     ])
@@ -29,7 +28,8 @@ def test_tiny_loop_rolls_back_a_planted_bad_policy_and_handles_imperfect_rewards
     for r in rounds:
         for key in ("round", "live_version", "true_value", "share_of_oracle", "verdict"):
             assert key in r
-    # round 1: a planted bad policy (trained with the reward sign flipped) goes live; the guardrail rolls it back
+    # round 1: a planted bad policy (about 1 unit of profit per decision worse, 5 %: with 6,000 decisions a round the
+    # guardrail's Welch test sees it in one cohort; at 2,000 it did not, at the guardrail's family-wise 5 %) (trained with the reward sign flipped) goes live; the guardrail rolls it back
     r1 = rounds[1]
     assert r1["planted"] == r1["live_version"]
     assert r1["verdict"] == "rollback", r1.get("guardrail")

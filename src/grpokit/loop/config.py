@@ -34,12 +34,16 @@ class LoopSettings(_Strict):
     pilot_decisions: int = Field(20_000, ge=100)  #: served in the cohort pilot (canary by cohort)
     epsilon: float = Field(0.05, ge=0, le=1)  #: exploration: served q = (1 - eps) pi + eps / A
     start_policy: Literal["best_single", "uniform"] = "best_single"  #: round 0's live policy
-    holdout: float = Field(0.3, gt=0, lt=1)  #: share of each round's live log kept out of training, for the gate
-    train_window: int = Field(60_000, ge=100)  #: learn from at most this many of the latest served rows
-    outcome_model: str = "gbm"
+    holdout: float = Field(0.3, gt=0, lt=1)  #: share of served decisions (fixed hash split of the id) never trained on, for gates
+    train_window: int = Field(60_000, ge=100)  #: learn from at most this many of the latest non-held-out served rows
+    gate_window: int = Field(30_000, ge=100)  #: gate on at most this many of the latest held-out served rows
+    outcome_model: Literal["gbm", "linear"] = "gbm"
+    outcome_params: dict[str, bool | int | float | str] = Field(default_factory=dict)  #: passed to the scikit-learn model
     gate_margin: float = 0.0  #: the gate passes when the DR improvement's lower bound is above this
+    gate_alpha: float = Field(0.2, gt=0, lt=1)  #: the gate's bound: lower end of the (1 - gate_alpha) interval (a screen; the pilot decides at alpha)
     pilot_design: Literal["strata", "pairs", "complete"] = "strata"
     stratum_size: int = Field(4, ge=2)
+    pilot_adjust: Literal["none", "outcome_model"] = "outcome_model"  #: unit outcome minus m(x) fitted on the pre-period (CUPAC)
     pilot_margin: float = 0.0  #: promote when the pilot interval lies above this
     alpha: float = Field(0.05, gt=0, lt=1)
     guardrail_alpha: float = Field(0.05, gt=0, lt=1)  #: family-wise over cohorts (Bonferroni)

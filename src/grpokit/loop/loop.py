@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,27 @@ def _pi(policy, x: np.ndarray) -> np.ndarray:
 
 def _served(pi: np.ndarray, eps: float) -> np.ndarray:
     return (1.0 - eps) * pi + eps / pi.shape[1]
+
+
+def _dr_terms(r: np.ndarray, a: np.ndarray, p: np.ndarray, target: np.ndarray, rhat: np.ndarray) -> np.ndarray:
+    """Per-row DR terms psi_i = Σ_a t(a|x_i) r̂(x_i, a) + t(a_i|x_i) / p_i (r_i − r̂(x_i, a_i)); mean = DR value."""
+    rows = np.arange(len(r))
+    return (target * rhat).sum(1) + target[rows, a] / p * (r - rhat[rows, a])
+
+
+def _mean_ci(terms: np.ndarray, alpha: float) -> dict:
+    """mean ± z_{1−alpha/2} sd / sqrt(n)."""
+    from scipy.stats import norm
+
+    m = float(terms.mean())
+    half = float(norm.ppf(1 - alpha / 2) * terms.std(ddof=1) / math.sqrt(len(terms)))
+    return {"value": m, "ci_low": m - half, "ci_high": m + half}
+
+
+def _holdout_mask(ids: pd.Series, share: float, seed: int) -> np.ndarray:
+    """A fixed split of served decisions by a hash of (seed, decision id): True = held out for gates, forever."""
+    h = np.fromiter((zlib.crc32(f"{seed}:{d}".encode()) for d in ids), dtype=np.float64, count=len(ids))
+    return h / 2**32 < share
 
 
 class _Version:
@@ -140,8 +162,8 @@ class _Loop:
 
         train = pd.concat(self.frames, ignore_index=True).tail(self.s.train_window)
         x, a, r = self._x(train), train["action"].to_numpy(np.int64), train["reward"].to_numpy(np.float64)
-        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed).fit(x, a, r).predict_crossfit()
-        grpo = self.cfg.grpo.model_copy(update={"steps": 100, "lr": 0.03})
+        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        grpo = self.cfg.grpo.model_copy(update={"steps": 300, "lr": 0.03})
         policy, _ = learn_from_outcome_model(x, -table, grpo, self.cfg.policy)
         return self._save(policy, "planted_bad_sign_flipped")
 
@@ -201,59 +223,72 @@ class _Loop:
         r = train["reward"].to_numpy(np.float64)
         g = train["group"].map({n: i for i, n in enumerate(self.groups)}).to_numpy(np.int64)
         t0 = time.perf_counter()
-        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + rnd).fit(x, a, r).predict_crossfit()
+        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
         grpo = self.cfg.grpo.model_copy(update={"seed": self.cfg.grpo.seed + rnd})
         policy, summary = learn_from_outcome_model(x, table, grpo, self.cfg.policy, group=g, n_groups=len(self.groups))
         v = self._save(policy, f"r{rnd}_candidate")
         return v, {"rows": len(train), "seconds": time.perf_counter() - t0, "steps": summary["steps"]}
 
     def _gate(self, rnd: int, hold: pd.DataFrame, cand: _Version, live: _Version) -> dict:
-        from grpokit.offline.estimators import estimate_improvement, estimate_value
+        """DR value of the candidate and its paired DR improvement over the live policy on held-out rows.
+
+        The held-out rows come from several phases and rounds (several logging policies), so the
+        improvement is DR(candidate) − DR(live) on the same rows, each row with its own logged
+        propensity: psi_i(pi) = Σ_a pi(a|x_i) r̂(x_i, a) + pi(a_i|x_i) / p_i · (r_i − r̂(x_i, a_i)),
+        normal CI mean(psi) ± z sd(psi) / sqrt(n) (per-row terms of a mean; n is in the thousands).
+        """
         from grpokit.offline.outcome import OutcomeModel
 
         x = self._x(hold)
         a, r, p = hold["action"].to_numpy(np.int64), hold["reward"].to_numpy(np.float64), hold["pscore"].to_numpy()
-        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 500 + rnd).fit(x, a, r).predict_crossfit()
-        target = _served(_pi(cand.policy, x), self.s.epsilon)
-        kw = dict(alpha=self.s.alpha, n_bootstrap=self.s.n_bootstrap, seed=self.s.seed + rnd)
-        value = estimate_value("dr", reward=r, action=a, pscore=p, target_probs=target, reward_hat=rhat, **kw)
-        imp = estimate_improvement("dr", reward=r, action=a, pscore=p, target_probs=target, reward_hat=rhat, **kw)
+        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 500 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        t_cand = _served(_pi(cand.policy, x), self.s.epsilon)
+        t_live = _served(_pi(live.policy, x), self.s.epsilon)
+        psi_c, psi_l = _dr_terms(r, a, p, t_cand, rhat), _dr_terms(r, a, p, t_live, rhat)
+        value, live_value, imp = _mean_ci(psi_c, self.s.alpha), _mean_ci(psi_l, self.s.alpha), _mean_ci(psi_c - psi_l, self.s.alpha)
         per = {}
         grp = hold["group"].to_numpy()
         for c in self.groups:
             rows = grp == c
             if rows.sum() < 50:
                 continue
-            e = estimate_improvement("dr", reward=r[rows], action=a[rows], pscore=p[rows], target_probs=target[rows],
-                                     reward_hat=rhat[rows], **kw)
-            per[c] = {"improvement": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "rows": int(rows.sum())}
-        return {"rows": len(hold), "candidate_value": {"value": value.value, "ci_low": value.ci_low,
-                                                       "ci_high": value.ci_high},
-                "live_value_on_policy": float(r.mean()),
-                "improvement": {"value": imp.value, "ci_low": imp.ci_low, "ci_high": imp.ci_high},
-                "per_cohort": per, "passed": bool(imp.ci_low > self.s.gate_margin)}
+            e = _mean_ci(psi_c[rows] - psi_l[rows], self.s.alpha)
+            per[c] = {"improvement": e["value"], "ci_low": e["ci_low"], "ci_high": e["ci_high"], "rows": int(rows.sum())}
+        screen = _mean_ci(psi_c - psi_l, self.s.gate_alpha)
+        return {"rows": len(hold), "candidate_value": value, "live_value": live_value,
+                "improvement": imp, "per_cohort": per, "gate_alpha": self.s.gate_alpha,
+                "gate_lower_bound": screen["ci_low"], "passed": bool(screen["ci_low"] > self.s.gate_margin)}
 
     def _guardrail(self, rnd: int, frame: pd.DataFrame, live: _Version, prev: _Version, prev_frame: pd.DataFrame | None) -> dict:
+        """Is the live version worse than the one before it, over all cohorts or in one cohort?
+
+        Two one-sided tests per block (all cohorts together; each cohort): the paired DR difference
+        previous − live on this round's live log (per-row terms, :func:`_dr_terms`), and Welch's t
+        on the previous version's served rewards of last round vs the live one's now. Family-wise
+        level ``guardrail_alpha``: half of it for the two overall tests, half Bonferroni-split over the
+        2 K cohort tests (a harm spread over all cohorts is caught by the overall block, a local one
+        by its cohort's).
+        """
         from scipy import stats
 
-        from grpokit.offline.estimators import estimate_improvement
         from grpokit.offline.outcome import OutcomeModel
 
         x = self._x(frame)
         a, r, p = frame["action"].to_numpy(np.int64), frame["reward"].to_numpy(np.float64), frame["pscore"].to_numpy()
-        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 900 + rnd).fit(x, a, r).predict_crossfit()
-        target = _served(_pi(prev.policy, x), self.s.epsilon)
+        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 900 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        diff = (_dr_terms(r, a, p, _served(_pi(prev.policy, x), self.s.epsilon), rhat)
+                - _dr_terms(r, a, p, _served(_pi(live.policy, x), self.s.epsilon), rhat))
         grp = frame["group"].to_numpy()
         cohorts = [c for c in self.groups if (grp == c).sum() >= 50]
-        # every cohort and all of them together, two tests each: Bonferroni over 2 (K + 1) tests
-        level = self.s.guardrail_alpha / (2 * (len(cohorts) + 1))
+        levels = {"(all cohorts)": self.s.guardrail_alpha / 4}
+        levels.update({c: self.s.guardrail_alpha / (4 * len(cohorts)) for c in cohorts})
         per, worse = {}, []
-        for c in cohorts + ["(all cohorts)"]:
+        for c in ["(all cohorts)"] + cohorts:
             rows = grp == c if c != "(all cohorts)" else np.ones(len(grp), dtype=bool)
-            e = estimate_improvement("dr", reward=r[rows], action=a[rows], pscore=p[rows], target_probs=target[rows],
-                                     reward_hat=rhat[rows], alpha=level, n_bootstrap=max(self.s.n_bootstrap, 2000),
-                                     seed=self.s.seed + rnd)
-            block = {"previous_minus_live_dr": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
+            d = diff[rows]
+            z = float(d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))) if d.std(ddof=1) > 0 else 0.0
+            block = {"previous_minus_live_dr": float(d.mean()), "dr_p_one_sided": float(stats.norm.sf(z)),
+                     "level": levels[c]}
             if prev_frame is not None:
                 before = (prev_frame["reward"] if c == "(all cohorts)"
                           else prev_frame.loc[prev_frame["group"] == c, "reward"]).to_numpy()
@@ -262,24 +297,38 @@ class _Loop:
                     t = stats.ttest_ind(before, now, equal_var=False)
                     block["before_minus_now"] = float(before.mean() - now.mean())
                     block["welch_p_one_sided"] = float(t.pvalue / 2 if t.statistic > 0 else 1 - t.pvalue / 2)
-            block["worse"] = bool(e.ci_low > 0 or block.get("welch_p_one_sided", 1.0) < level)
+            block["worse"] = bool(min(block["dr_p_one_sided"], block.get("welch_p_one_sided", 1.0)) < levels[c])
             per[c] = block
             if block["worse"]:
                 worse.append(c)
-        return {"previous_version": prev.version, "level_per_test": level, "per_cohort": per,
+        return {"previous_version": prev.version, "levels": {"overall": levels["(all cohorts)"],
+                "per_cohort": self.s.guardrail_alpha / (4 * max(len(cohorts), 1))}, "per_cohort": per,
                 "worse_cohorts": worse, "rollback": bool(worse)}
 
     def _pilot(self, client, rnd: int, pre: pd.DataFrame, cand: _Version, live: _Version) -> dict:
         from grpokit.loop.pilot import analyze_from_log, plan_from_log, save_analysis, save_plan
 
-        plan = plan_from_log(pre, decisions=self.s.pilot_decisions, design=self.s.pilot_design,
+        column = "reward"
+        if self.s.pilot_adjust == "outcome_model":
+            # CUPAC: a unit's outcome minus a prediction m(x) from its pre-treatment features, m fitted on
+            # the pre-period log only; a fixed function of covariates keeps the randomization analysis valid
+            from sklearn.ensemble import HistGradientBoostingRegressor
+
+            m = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=self.s.seed + rnd)
+            m.fit(self._x(pre), pre["reward"].to_numpy(np.float64))
+            pre = pre.assign(adjusted=pre["reward"] - m.predict(self._x(pre)))
+            column = "adjusted"
+        plan = plan_from_log(pre, decisions=self.s.pilot_decisions, design=self.s.pilot_design, reward=column,
                              stratum_size=self.s.stratum_size, seed=self.s.seed * 1000 + rnd, alpha=self.s.alpha)
         name = f"round{rnd}"
         save_plan(self.store, name, plan, replace=True)
         client.set_rollout("canary", candidate=cand.version, cohorts=plan.treated_cohorts)
         played, frame, _ = self._phase(client, rnd, "pilot", self.s.pilot_decisions)
         client.set_rollout("live")
-        res = analyze_from_log(plan, frame, margin=self.s.pilot_margin, seed=rnd)
+        if column == "adjusted":
+            frame = frame.assign(adjusted=frame["reward"] - m.predict(self._x(frame)))
+        res = analyze_from_log(plan, frame, margin=self.s.pilot_margin, seed=rnd, reward=column)
+        res["outcome"] = column
         save_analysis(self.store, name, res)
         ctx = played["contexts"]
         sc = self.world.scenario_at(rnd)
@@ -334,12 +383,10 @@ class _Loop:
                 rec["seconds"] = time.perf_counter() - t_round
                 state["previous_frame"] = live_frame
                 return rec
-        rng = np.random.default_rng(s.seed * 7919 + rnd)
-        is_hold = rng.random(len(live_frame)) < s.holdout
-        hold = live_frame[is_hold]
-        hold_ids = set(hold["decision_id"])
-        train = pd.concat(self.frames, ignore_index=True)
-        train = train[~train["decision_id"].isin(hold_ids)].tail(s.train_window)
+        served = pd.concat(self.frames, ignore_index=True)
+        is_hold = _holdout_mask(served["decision_id"], s.holdout, s.seed)
+        hold = served[is_hold].tail(s.gate_window)
+        train = served[~is_hold].tail(s.train_window)
         cand, learn = self._learn(rnd, train)
         rec["learn"] = learn
         gate = self._gate(rnd, hold, cand, live)
