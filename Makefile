@@ -9,7 +9,7 @@ EXTRAS ?= test,serve
 # every extra the test suite exercises (make test, CI): the service, TRL (llm) and Ray
 TEST_EXTRAS ?= test,serve,llm,ray
 
-.PHONY: install install-all test-fast demo demo-preferences demo-fusion test bench bench-throughput bench-preferences bench-ppo bench-fusion bench-llm bench-check clean
+.PHONY: install install-all test-fast demo demo-preferences demo-fusion demo-loop test bench bench-throughput bench-preferences bench-ppo bench-fusion bench-llm bench-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo-preferences: $(STAMP)
 demo-fusion: $(STAMP)
 	rm -rf runs/demo-fusion
 	$(BIN)/grpokit fusion run examples/fusion.toml --out runs/demo-fusion
+
+## the closed loop: a real grpokit serve on loopback, 5 rounds of serve -> learn -> gate -> pilot -> promote/rollback (~3-5 min quiet)
+demo-loop: $(STAMP)
+	rm -rf runs/loop
+	$(BIN)/grpokit loop examples/marketing_loop.toml --out runs/loop
 
 ## make test: the whole test suite with every extra installed (CPU; what CI runs)
 test: $(STAMP_ALL)
