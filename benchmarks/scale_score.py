@@ -39,6 +39,11 @@ def sample():
         peak["workers"] = max(peak["workers"], tot)
         time.sleep(0.2)
 kw = {}
+rss = []  # the driver's RSS after every 8th batch (local backend): flat means bounded memory
+if backend == "local":
+    import psutil
+    me = psutil.Process()
+    kw["on_batch"] = lambda n: rss.append((n, me.memory_info().rss / 2**20)) if len(rss) == 0 or n // 65536 % 8 == 0 else None
 if backend == "ray":
     import ray
     t0 = time.perf_counter(); ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False); init_s = time.perf_counter() - t0
@@ -48,6 +53,8 @@ s = score_table(policy, inp, out, epsilon=0.05, seed=0, batch_rows=65536, backen
 stop = True
 res = {"rows": s["rows"], "seconds": s["seconds"], "rows_per_s": s["rows_per_second"],
        "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+if rss:
+    res["rss_mb_by_rows"] = [[n, round(m, 1)] for n, m in rss]
 if backend == "ray":
     res.update(ray_init_s=init_s, workers_peak_rss_mb=peak["workers"] / 2**20, concurrency=conc)
 print("RESULT " + json.dumps(res))
@@ -93,6 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[250_000, 1_000_000])
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--backends", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import pyarrow.parquet as pq
@@ -106,7 +114,7 @@ def main() -> None:
         if not policy.exists():
             make_policy(policy, inp)
         outs = {}
-        for backend in ("local", "ray"):
+        for backend in args.backends:
             outs[backend] = tmp / f"decisions_{backend}_{n}.parquet"
             p = subprocess.run([sys.executable, "-c", CHILD, backend, str(policy), str(inp), str(outs[backend]),
                                 str(args.concurrency)], capture_output=True, text=True)
@@ -116,6 +124,10 @@ def main() -> None:
             res = {"backend": backend, "rows": n, **json.loads(line[7:])}
             print(json.dumps(res))
             results.append(res)
+        if len(outs) < 2:
+            for f in (inp, *outs.values()):
+                f.unlink()
+            continue
         a, b = pq.ParquetFile(outs["local"]), pq.ParquetFile(outs["ray"])
         same = all(x.column("action_code").equals(y.column("action_code")) and x.column("customer_id").equals(y.column("customer_id"))
                    for x, y in zip(a.iter_batches(batch_size=262144, columns=["customer_id", "action_code"]),

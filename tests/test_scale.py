@@ -337,3 +337,34 @@ def test_streamed_ope_of_a_saved_policy(tmp_path):
         ref = estimate_value(m, reward=r, action=a, pscore=df["pscore"], target_probs=probs, reward_hat=model.predict(x), ci="normal")
         assert got[m].value == pytest.approx(ref.value, abs=1e-9)
         assert got[m].ci_high == pytest.approx(ref.ci_high, abs=1e-9)
+
+
+def test_lightgbm_outcome_model_local_fits_the_log(tmp_path):
+    """The local LightGBM fit of a parquet log: E[r | x, a] close to the planted rates, bad rows named."""
+    import numpy as np
+    import pandas as pd
+
+    pytest.importorskip("lightgbm", reason="LightGBM comes with the ray extra")
+    from grpokit.scale.data import LogColumns
+    from grpokit.scale.outcome import fit_outcome_model
+
+    path, df, x, a, r, _ = _log(tmp_path, n=6000)
+    cols = LogColumns(("x0", "x1"), id="id")
+    model = fit_outcome_model(path, cols, 3, batch_rows=700, params={"num_leaves": 7})
+    assert model.task == "binary" and model.backend == "local"
+    pred = model.predict(x)
+    truth = 0.2 + 0.1 * np.arange(3)[None, :] + 0.1 * (x[:, [0]] > 0)
+    assert pred.shape == (len(df), 3)
+    mae, const = np.abs(pred - truth).mean(), np.abs(r.mean() - truth).mean()  # planted rates 0.2..0.5
+    assert mae < 0.6 * const, (mae, const)  # it learned the action and x0 effects (const: one rate for all)
+    assert np.abs(pred.mean(0) - truth.mean(0)).max() < 0.03
+    bad = df.copy()
+    bad.loc[4321, "action"] = 7
+    bad.to_parquet(tmp_path / "bad.parquet", row_group_size=500)
+    with pytest.raises(ValueError, match=r"column 'action', row 4321: action 7 is outside 0..2"):
+        fit_outcome_model(tmp_path / "bad.parquet", cols, 3, num_boost_round=5)
+    with pytest.raises(ValueError, match="kind"):
+        fit_outcome_model(path, cols, 3, kind="catboost")
+    pd.DataFrame({**df, "reward": 1.0}).to_parquet(tmp_path / "const.parquet")
+    with pytest.raises(ValueError, match="every reward"):
+        fit_outcome_model(tmp_path / "const.parquet", cols, 3)
