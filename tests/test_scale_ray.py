@@ -157,6 +157,7 @@ def test_ray_scoring_equals_local(ray_cluster, tmp_path):
         score_table(policy, tmp_path / "c.csv", tmp_path / "c.parquet", backend="ray")
 
 
+@pytest.mark.slow
 def test_ray_train_lightgbm_outcome_model_close_to_local(ray_cluster, tmp_path):
     """Ray Train's LightGBMTrainer over a Ray Dataset vs lightgbm.train in this process, same log and
     parameters. One worker: the same trees (predictions within 1e-9). Two data-parallel workers:
