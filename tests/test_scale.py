@@ -368,3 +368,14 @@ def test_lightgbm_outcome_model_local_fits_the_log(tmp_path):
     pd.DataFrame({**df, "reward": 1.0}).to_parquet(tmp_path / "const.parquet")
     with pytest.raises(ValueError, match="every reward"):
         fit_outcome_model(tmp_path / "const.parquet", cols, 3)
+
+
+def test_serve_ray_cli_is_registered_without_importing_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from grpokit.cli import app; "
+            "r = CliRunner().invoke(app, ['serve', 'ray', '--help']); "
+            "print(r.exit_code, '--replicas' in r.output, 'ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["0", "True", "False"], out.stderr[-2000:]

@@ -20,6 +20,7 @@ from grpokit.cli.policy import policy_app
 from grpokit.cli.runs import runs_app
 from grpokit.cli.scenario import scenario_app
 from grpokit.cli.serve import serve_app
+from grpokit.cli import serve_ray  # noqa: F401,I001  (grpokit serve ray registers on import)
 
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
