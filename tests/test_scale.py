@@ -379,3 +379,23 @@ def test_serve_ray_cli_is_registered_without_importing_ray():
             "print(r.exit_code, '--replicas' in r.output, 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["0", "True", "False"], out.stderr[-2000:]
+
+
+def test_local_scoring_reader_holds_one_row_group_not_the_file(tmp_path):
+    """grpokit score's local reader: Arrow memory stays at about one row group as the file grows (with
+    pyarrow's default pre-buffering it grew to the whole file's column chunks: the 10M-row RSS drift)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from grpokit.scoring import iter_batches
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.random(400_000), "b": rng.random(400_000)})  # 6.4 MB, incompressible
+    df.to_parquet(tmp_path / "t.parquet", row_group_size=10_000)
+    base, peak, rows = pa.total_allocated_bytes(), 0, 0
+    for batch in iter_batches(tmp_path / "t.parquet", 4096):
+        rows += batch.num_rows
+        peak = max(peak, pa.total_allocated_bytes() - base)
+    assert rows == 400_000
+    assert peak < 2 * 2**20, peak  # one row group is 160 kB; the whole file 6.4 MB

@@ -63,7 +63,7 @@ def _blocks(path, batch_rows: int):
     """This process's streaming reader: pandas frames of at most ``batch_rows`` rows."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read until the end
     for batch in pf.iter_batches(batch_size=batch_rows):
         yield batch.to_pandas()
 
