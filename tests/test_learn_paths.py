@@ -120,6 +120,6 @@ def test_run_train_on_logs_uses_the_learn_path_and_flags_interference(tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads((spill / "summary.json").read_text())
     assert s["off_policy_assumption"]["broken"] is True and s["off_policy_assumption"]["spillover"] == 0.3
-    assert s["learner"]["interference"]["feature"] == "cohort_treated_share"
+    assert s["learner"]["interference"] is None  # unidentified on a unit-randomized log (BENCHMARKS.md)
     html = (spill / "report.html").read_text()
     assert "caution: spillover = 0.3 breaks the no-interference assumption" in html

@@ -71,7 +71,7 @@ def test_walkthrough_cli(tmp_path):
     r = runner.invoke(app, ["learn", "--dataset", "march", "--store", store, "--out", str(run), *FAST], env=ENV)
     assert r.exit_code == 0, r.output
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["advantage"] == "pgrpo" and summary["preference_groups"] == "region"
+    assert summary["advantage"] == "grpo" and summary["preference_groups"] == "region"
     hold = summary["holdout"]
     assert summary["n_holdout"] == 1800 and set(hold) >= {"learned", "best_single", "logging", "learned_minus_best_single"}
     assert ("beats the best single action" in r.output) or ("not better than the best single action" in r.output)
@@ -122,7 +122,7 @@ def test_evaluate_names_missing_and_bad_fields(tmp_path):
 
     summary = learn_from_log(log, tmp_path / "run", outcome_model="linear", holdout=0.0, report=False,
                              config=GRPOConfig(device="cpu", steps=5), n_bootstrap=50)
-    assert "holdout" not in summary and summary["advantage"] == "pgrpo"
+    assert "holdout" not in summary and summary["advantage"] == "grpo"
     dp = DeployedPolicy.load(tmp_path / "run" / "policy.pt")
     row = {f["name"]: df.iloc[0][f["name"]] for f in dp.fields}
     row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}

@@ -32,7 +32,7 @@ __all__ = ["learn_from_log", "fit_policy_on_log", "LogFit", "cohort_treated_shar
 
 NEEDS_MODEL = ("dm", "dr", "sndr")
 #: learn's advantage when the config does not name one (benchmarks/learn_defaults.py, BENCHMARKS.md)
-DEFAULT_ADVANTAGE = "pgrpo"
+DEFAULT_ADVANTAGE = "grpo"
 #: degeneration thresholds: mean entropy below this share of log(A), or frac_zero_std above this
 ENTROPY_FLOOR = 0.05
 ZERO_STD_CEILING = 0.9
