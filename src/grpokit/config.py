@@ -341,8 +341,10 @@ def _head_params(kind: str) -> list[str]:
 def _reward_components(scenario: BaseModel, grpo: "GRPOConfig") -> list[str] | None:
     """The named reward components of a scenario ([] for a single-number reward), or None when unknown."""
     name = getattr(scenario, "name", None)
-    if name in ("preferences", "pricing"):
-        names: list[str] = []
+    if name in ("pricing", "allocation") and hasattr(scenario, "component_names"):
+        names: list[str] = scenario.component_names()  # their config knows ([]: a single number)
+    elif name in ("preferences", "pricing"):
+        names = []
     elif name == "marketing":
         names = list(getattr(scenario, "reward_components", []))
     elif name == "allocation":

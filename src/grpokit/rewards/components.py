@@ -43,6 +43,9 @@ __all__ = [
     "cohort_median",
     "relative_to_cohort_median",
     "cohort_percentile_rank",
+    "GROUP_RELATIVE",
+    "group_relative_components",
+    "check_component_names",
     "RewardComposer",
     "BudgetMultiplier",
 ]
@@ -213,6 +216,58 @@ def cohort_percentile_rank(values: Tensor, group: Tensor, n_groups: int) -> Tens
     out = torch.empty_like(q_sorted)
     out[perm] = q_sorted
     return out.view(values.shape)
+
+
+#: the group-relative component names a scenario (or the log learner) computes from an improvement
+GROUP_RELATIVE = ("improvement", "relative_to_cohort_median", "cohort_percentile_rank")
+
+
+def check_component_names(names, known: Iterable[str], field: str) -> list[str]:
+    """``names`` as a list, or a ValueError naming ``field``, the unknown or repeated names and the known ones."""
+    known = list(known)
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise ValueError(f"{field} must be a list of component names, got {names!r}; known components: {known}")
+    names = list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{field}: unknown component{'s' if len(unknown) > 1 else ''} {unknown}; "
+                         f"known components: {known}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{field} lists {dup} more than once")
+    return names
+
+
+def group_relative_components(
+    improvement: Tensor, group: Tensor, n_groups: int, names: Iterable[str]
+) -> dict[str, Tensor]:
+    """The group-relative components named in ``names`` (those in :data:`GROUP_RELATIVE`), from one improvement.
+
+    ``improvement [B, G]``: d_bi = r_bi − r_b(ref), the reward of each sampled action minus the
+    reward of the scenario's reference action for the same context (paired: same random numbers);
+    ``group [B]`` the cohort ids. Returns, in :data:`GROUP_RELATIVE` order::
+
+        improvement               = d_bi
+        relative_to_cohort_median = d_bi − median{d_jk : group_j = group_b}      (relative_to_cohort_median)
+        cohort_percentile_rank    = (#{d_jk < d_bi} + #{d_jk = d_bi} / 2) / n_c   (cohort_percentile_rank)
+
+    the median and the ranks pooled over the B_c·G values of the cohort in the batch. Cohort ids
+    beyond ``n_groups`` (e.g. discovered cohorts) widen it to max(id) + 1.
+    """
+    names = [n for n in GROUP_RELATIVE if n in set(names)]
+    out: dict[str, Tensor] = {}
+    if not names:
+        return out
+    group = group.long()
+    if group.numel():
+        n_groups = max(int(n_groups), int(group.max()) + 1)
+    if "improvement" in names:
+        out["improvement"] = improvement
+    if "relative_to_cohort_median" in names:
+        out["relative_to_cohort_median"] = relative_to_cohort_median(improvement, group, n_groups)
+    if "cohort_percentile_rank" in names:
+        out["cohort_percentile_rank"] = cohort_percentile_rank(improvement, group, n_groups)
+    return out
 
 
 # -- composition ----------------------------------------------------------------------------------

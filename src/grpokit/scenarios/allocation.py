@@ -24,6 +24,21 @@ T_{g,k} = target_fraction · a_{g,k}, a share of the group's own channel potenti
 returns ``{"revenue": Σ_k R_k + noise, "target_penalty": −λ Σ_k max(0, T − R_k)}``, whose sum is
 the total). Actions are clipped at 0 and renormalized to sum to 1 before scoring.
 
+Named components (``reward_components`` a list instead of true/false): any of ``reward`` (the total
+above, with noise), ``revenue``, ``target_penalty`` and the group-relative components. With w_ref the
+split named by ``improvement_reference`` (``"equal_split"``: w = 1/K, the "no decision" split and
+the default; ``"none"``: spend nothing; or a list: the current split, K shares, or K+1 with the
+reserve) and the same noise draw on both (a paired draw, so the noise cancels)::
+
+    improvement_bi            = reward_bi − reward_b(w_ref) = E[reward | w_bi] − E[reward | w_ref]
+    relative_to_cohort_median = improvement_bi − median{improvement_jk : group_j = group_b}
+    cohort_percentile_rank    = (#{improvement_jk < improvement_bi} + #{... = improvement_bi} / 2) / n_c
+
+pooled over the B_c·G sampled decisions of cohort c (``Contexts.group``) in the batch
+(:func:`grpokit.rewards.components.group_relative_components`). Weigh them with
+``grpo.reward_weights`` (a missing weight is 1, so ``reward`` next to ``revenue`` and
+``target_penalty`` counts the total twice unless one side gets weight 0).
+
 Features the policy sees (``obs_dim = n_groups + n_conditions + 1``): the group one-hot plus
 N(0, feature_noise²) noise, z, and the budget scaled to [−1, 1].
 
@@ -57,9 +72,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from grpokit.rewards.components import GROUP_RELATIVE, check_component_names, group_relative_components
 from grpokit.scenarios.base import Contexts, Scenario
 
-__all__ = ["AllocationConfig", "AllocationScenario"]
+__all__ = ["AllocationConfig", "AllocationScenario", "ALLOCATION_COMPONENTS"]
+
+#: the reward components the allocation scenario can return (``reward_components`` as a list)
+ALLOCATION_COMPONENTS = ("reward", "revenue", "target_penalty", *GROUP_RELATIVE)
 
 
 class AllocationConfig(BaseModel):
@@ -94,13 +113,51 @@ class AllocationConfig(BaseModel):
     penalty: float = Field(1.0, ge=0)  #: λ: cost per unit of target shortfall
     noise_std: float = Field(2.0, ge=0)  #: sd of the Gaussian noise on the sampled reward
     feature_noise: float = Field(0.3, ge=0)  #: sd of the noise on the group indicators
-    reward_components: bool = False  #: reward() returns {"revenue", "target_penalty"} instead of the total
+    #: true: reward() returns {"revenue", "target_penalty"} instead of the total; or a list of component
+    #: names (reward, revenue, target_penalty, improvement, relative_to_cohort_median, cohort_percentile_rank)
+    reward_components: bool | list[str] = False
+    #: what "improvement" is measured against: "equal_split", "none" (no spend) or a split (the current one)
+    improvement_reference: str | list[float] = "equal_split"
     reserve: bool = False  #: add a K+1-th share kept unspent, so spend = budget · (1 − w_reserve) can bind
     mean_spend_cap: float | None = Field(None, gt=0)  #: the oracle's cap on the mean spend per context (needs reserve)
     seed: int = 0
 
+    def component_names(self) -> list[str]:
+        """The names reward() returns ([]: a single number)."""
+        if isinstance(self.reward_components, bool):
+            return ["revenue", "target_penalty"] if self.reward_components else []
+        return list(self.reward_components)
+
+    def reference_split(self) -> list[float]:
+        """w_ref over the K channels (+ the reserve share when ``reserve``)."""
+        k, ref = len(self.channel_names), self.improvement_reference
+        if ref == "equal_split":
+            w = [1.0 / k] * k
+        elif ref == "none":
+            w = [0.0] * k
+        else:
+            w = [float(v) for v in ref][:k]
+        if self.reserve:
+            w = w + [max(0.0, 1.0 - sum(w))]
+        return w
+
     @model_validator(mode="after")
     def _check(self) -> "AllocationConfig":
+        if not isinstance(self.reward_components, bool):
+            check_component_names(self.reward_components, ALLOCATION_COMPONENTS, "scenario.reward_components")
+            if not self.reward_components:
+                raise ValueError("scenario.reward_components is an empty list; use false for the total as one number")
+        ref, k = self.improvement_reference, len(self.channel_names)
+        if isinstance(ref, str) and ref not in ("equal_split", "none"):
+            raise ValueError(f"scenario.improvement_reference {ref!r} is not \"equal_split\", \"none\" or a split "
+                             f"(a list of {k} shares, or {k + 1} with the reserve)")
+        if isinstance(ref, list):
+            sizes = (k, k + 1) if self.reserve else (k,)
+            if len(ref) not in sizes:
+                raise ValueError(f"scenario.improvement_reference has {len(ref)} shares, expected "
+                                 f"{' or '.join(map(str, sizes))} (one per channel{', plus the reserve' if self.reserve else ''})")
+            if any(v < 0 for v in ref) or abs(sum(ref) - 1.0) > 1e-6:
+                raise ValueError(f"scenario.improvement_reference shares must be >= 0 and sum to 1, got {ref}")
         k, p = len(self.channel_names), len(self.shares)
         if k < 2:
             raise ValueError(f"scenario.channel_names needs at least 2 channels, got {self.channel_names}")
@@ -230,12 +287,21 @@ class AllocationScenario(Scenario):
 
     def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator, step: int = 0):
         revenue, penalty = self._parts(contexts, actions)
+        expected = revenue - penalty
         if self.config.noise_std > 0:
             noise = torch.randn(revenue.shape, generator=generator, device=revenue.device, dtype=revenue.dtype)
             revenue = revenue + self.config.noise_std * noise
-        if self.config.reward_components:
-            return {"revenue": revenue, "target_penalty": -penalty}
-        return revenue - penalty
+        names = self.config.component_names()
+        if not names:
+            return revenue - penalty
+        out = {"reward": revenue - penalty, "revenue": revenue, "target_penalty": -penalty}
+        if any(n in GROUP_RELATIVE for n in names):
+            w_ref = torch.tensor(self.config.reference_split(), dtype=revenue.dtype, device=revenue.device)
+            ref_rev, ref_pen = self._parts(contexts, w_ref.expand(len(contexts), 1, -1))  # [B, 1]
+            # paired draw: the reference gets the same noise, so the difference is the expected one
+            out.update(group_relative_components(expected - (ref_rev - ref_pen), contexts.group,
+                                                 self.n_groups, names))
+        return {k: out[k] for k in names}
 
     # -- ground truth -------------------------------------------------------------------------
 

@@ -32,6 +32,23 @@ is unimodal and its derivative in u, ``−(e_g + c_g)(1 − q) + p / (p − c)``
 a boundary optimum is reached when the derivative keeps one sign). The tests check it against a
 2001-point grid.
 
+Group-relative components (``reward_components``; empty by default: ``reward`` is the margin
+alone, one number per decision). With ``m_ref`` the reference multiplier named by
+``improvement_reference`` (``"list_price"``: m = 1.0, quoting the list price, the "no action" price;
+a number: one fixed multiplier for everyone, the current price rule; a list: one multiplier per
+group, the current segment prices) and the *same* uniform number u of the purchase draw (a paired
+draw: the customer who buys at p_ref = m_ref · base_price also buys at any lower price)::
+
+    margin_bi                 = [u_bi < q(m_bi)] · (m_bi · base_price − unit_cost)
+    improvement_bi            = margin_bi − [u_bi < q(m_ref)] · (m_ref · base_price − unit_cost)
+    relative_to_cohort_median = improvement_bi − median{improvement_jk : group_j = group_b}
+    cohort_percentile_rank    = (#{improvement_jk < improvement_bi} + #{... = improvement_bi} / 2) / n_c
+
+the median and the mid-ranks pooled over the B_c·G sampled decisions of cohort c
+(``Contexts.group``) in the batch (:func:`grpokit.rewards.components.group_relative_components`).
+With any component named, ``reward`` returns ``{name: [B, G]}`` for those named; weigh them with
+``grpo.reward_weights`` (a missing weight is 1). ``expected_reward`` stays the margin.
+
 Baseline: :meth:`PricingScenario.best_fixed_price` is the single multiplier maximizing the mean
 expected margin over a seeded sample of contexts (a grid over [low, high], refined around the
 best grid point).
@@ -43,12 +60,16 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
+from grpokit.rewards.components import GROUP_RELATIVE, check_component_names, group_relative_components
 from grpokit.scenarios.base import Contexts, Scenario
 
-__all__ = ["PricingConfig", "PricingScenario"]
+__all__ = ["PricingConfig", "PricingScenario", "PRICING_COMPONENTS"]
+
+#: the reward components the pricing scenario can return (``reward_components``)
+PRICING_COMPONENTS = ("margin", *GROUP_RELATIVE)
 
 
 class PricingConfig(BaseModel):
@@ -76,9 +97,47 @@ class PricingConfig(BaseModel):
     seasonality: float = Field(0.5, ge=0)  #: amplitude of the seasonal purchase-logit shift
     feature_noise: float = Field(0.3, ge=0)  #: sd of the noise on the group indicators
     seed: int = 0  #: seeds the context sample of the fixed-price baseline
+    #: named components reward() returns (margin, improvement, relative_to_cohort_median,
+    #: cohort_percentile_rank); empty: the margin as one number
+    reward_components: list[str] = Field(default_factory=list)
+    #: what "improvement" is measured against: "list_price" (m = 1.0), one multiplier (the current
+    #: price rule) or one multiplier per group (the current segment prices)
+    improvement_reference: str | float | list[float] = "list_price"
+
+    def component_names(self) -> list[str]:
+        """The names reward() returns ([]: a single number)."""
+        return list(self.reward_components)
+
+    def reference_multipliers(self) -> list[float]:
+        """m_ref per group (the improvement reference as one multiplier per group)."""
+        ref, p = self.improvement_reference, len(self.shares)
+        if ref == "list_price":
+            return [1.0] * p
+        return [float(ref)] * p if isinstance(ref, (int, float)) else [float(v) for v in ref]
+
+    @field_validator("improvement_reference", mode="before")
+    @classmethod
+    def _no_bool(cls, v):
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
+            raise ValueError(f"scenario.improvement_reference must be \"list_price\" or multipliers, got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "PricingConfig":
+        check_component_names(self.reward_components, PRICING_COMPONENTS, "scenario.reward_components")
+        ref = self.improvement_reference
+        if isinstance(ref, str) and ref != "list_price":
+            raise ValueError(f"scenario.improvement_reference {ref!r} is not \"list_price\", a multiplier in "
+                             f"[low, high] = [{self.low}, {self.high}] or a list of one multiplier per group")
+        if isinstance(ref, list) and len(ref) != len(self.shares):
+            raise ValueError(f"scenario.improvement_reference has {len(ref)} multipliers, expected one per group "
+                             f"({len(self.shares)}, as in shares)")
+        if not isinstance(ref, str) or any(n in GROUP_RELATIVE for n in self.reward_components):
+            out = [m for m in self.reference_multipliers() if not self.low <= m <= self.high]
+            if out:
+                what = "the list price multiplier 1.0" if isinstance(ref, str) else f"{out}"
+                raise ValueError(f"scenario.improvement_reference = {ref!r}: {what} is outside [low, high] = "
+                                 f"[{self.low}, {self.high}]; quote a reference the scenario can price")
         p = len(self.shares)
         if p < 1:
             raise ValueError("scenario.shares needs at least one group")
@@ -171,11 +230,25 @@ class PricingScenario(Scenario):
         margin = m * self.config.base_price - self.config.unit_cost
         return self.purchase_probability(contexts, m) * margin
 
-    def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator, step: int = 0) -> Tensor:
+    def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator, step: int = 0):
+        """Sampled margin ``[B, G]``, or ``{name: [B, G]}`` for the named ``reward_components`` (module doc)."""
+        c = self.config
         m = actions.clamp(self.low, self.high)
         q = self.purchase_probability(contexts, m)
-        bought = torch.rand(q.shape, generator=generator, device=q.device, dtype=q.dtype) < q
-        return bought.to(q.dtype) * (m * self.config.base_price - self.config.unit_cost)
+        u = torch.rand(q.shape, generator=generator, device=q.device, dtype=q.dtype)
+        margin = (u < q).to(q.dtype) * (m * c.base_price - c.unit_cost)
+        if not c.reward_components:
+            return margin
+        out = {"margin": margin}
+        if any(n in GROUP_RELATIVE for n in c.reward_components):
+            ref = torch.tensor(c.reference_multipliers(), dtype=q.dtype, device=q.device)
+            segment = contexts.extra.get("market", contexts.group).long()  # the scenario's own groups
+            m_ref = ref[segment][:, None].expand_as(m)
+            q_ref = self.purchase_probability(contexts, m_ref)
+            margin_ref = (u < q_ref).to(q.dtype) * (m_ref * c.base_price - c.unit_cost)
+            out.update(group_relative_components(margin - margin_ref, contexts.group, self.n_groups,
+                                                 c.reward_components))
+        return {k: out[k] for k in c.reward_components}
 
     # -- ground truth -------------------------------------------------------------------------
 
