@@ -88,6 +88,27 @@ def _ci(r: dict, fmt: str = ".4f") -> str:
     return f"{_num(r['value'], fmt)} [{_num(r['ci_low'], fmt)}, {_num(r['ci_high'], fmt)}]"
 
 
+def _check_outcome(kind: str, backend: str) -> None:
+    """--outcome-model / --outcome-backend named before any work (and the extra a choice needs)."""
+    from grpokit.offline.outcome import BACKENDS, KINDS, require_lightgbm
+
+    if kind not in KINDS:
+        _fail(f"--outcome-model {kind!r} is unknown; choose one of {list(KINDS)}")
+    if backend not in BACKENDS:
+        _fail(f"--outcome-backend {backend!r} is unknown; choose one of {list(BACKENDS)}")
+    if backend == "ray" and kind != "lightgbm":
+        _fail(f"--outcome-backend ray fits --outcome-model lightgbm only, got {kind!r}")
+    try:
+        if kind == "lightgbm":
+            require_lightgbm()
+        if backend == "ray":
+            import ray  # noqa: F401
+    except ImportError as err:
+        _fail(str(err) if kind == "lightgbm" and "lightgbm" in str(err) else
+              "--outcome-backend ray needs Ray, grpokit's optional extra 'ray': pip install -c constraints.txt -e '.[ray]'")
+
+
+
 @app.command()
 def learn(
     out: Path = typer.Option(..., "--out", help="Run directory: policy.pt, summary.json, report.html"),
@@ -96,7 +117,9 @@ def learn(
     store: Path = StoreOption,
     schema: Optional[Path] = SchemaOption,
     features: Optional[str] = FeaturesOption,
-    outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm or linear"),
+    outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm, linear or lightgbm (extra 'ray')"),
+    outcome_backend: str = typer.Option("local", "--outcome-backend",
+                                        help="local, or ray: each lightgbm fit on Ray Train workers (extra 'ray')"),
     holdout: float = typer.Option(0.3, "--holdout", help="Share of rows held out to judge the policy (0: none)"),
     no_groups: bool = typer.Option(False, "--no-groups", help="Do not use the group column as P-GRPO preference groups"),
     set_: Optional[List[str]] = SetOption,
@@ -111,6 +134,7 @@ def learn(
     """Learn a policy from logged decisions (encoder + outcome model + GRPO), judge it on held-out rows."""
     from grpokit.offline.workflow import learn_from_log
 
+    _check_outcome(outcome_model, outcome_backend)
     cfg = _load(None, [f"grpo.seed={seed}", 'grpo.device="cpu"', *(set_ or [])])
     if cfg.policy.head not in (None, "categorical"):
         _fail(f"policy.head = {cfg.policy.head!r}: learn picks one of the log's discrete actions, so its policy "
@@ -122,7 +146,7 @@ def learn(
     data = _read(log, dataset, store, schema, features)
     try:
         summary = learn_from_log(
-            data, out, outcome_model=outcome_model, config=cfg.grpo, policy_config=cfg.policy, seed=seed,
+            data, out, outcome_model=outcome_model, outcome_backend=outcome_backend, config=cfg.grpo, policy_config=cfg.policy, seed=seed,
             holdout=holdout, use_groups=not no_groups, progress=progress,
             on_stage=_stage_printer() if progress else None, allow_unlogged=allow_unlogged,
             interference=interference,
@@ -186,7 +210,9 @@ def evaluate(
     method: str = typer.Option("dr", "--method", help="ips, snips, dm, dr or sndr"),
     margin: float = typer.Option(0.0, "--margin", help="Promote only if the improvement's lower bound exceeds this"),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - confidence level"),
-    outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm or linear (for dm, dr, sndr)"),
+    outcome_model: str = typer.Option("gbm", "--outcome-model", help="gbm, linear or lightgbm (for dm, dr, sndr)"),
+    outcome_backend: str = typer.Option("local", "--outcome-backend",
+                                        help="local, or ray: each lightgbm fit on Ray Train workers (extra 'ray')"),
     epsilon: float = typer.Option(0.0, "--epsilon", help="Score the served rule (1-eps)*pi + eps/A, as 'grpokit score --epsilon'"),
     greedy: bool = typer.Option(False, "--greedy", help="Score the greedy rule (argmax), as 'grpokit score --mode greedy'"),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=10),
@@ -198,6 +224,7 @@ def evaluate(
 
     if method not in ESTIMATORS:
         _fail(f"unknown method {method!r}; choose one of {list(ESTIMATORS)}")
+    _check_outcome(outcome_model, outcome_backend)
     check_output(json_out)  # before the work: a verdict must not be lost to an unwritable path
     if out is not None:
         _writable(out, "--out")
@@ -212,6 +239,7 @@ def evaluate(
     try:
         result = evaluate_on_log(
             data, policy, method=method, margin=margin, alpha=alpha, outcome_model=outcome_model,
+            outcome_backend=outcome_backend,
             n_bootstrap=n_bootstrap, seed=seed, epsilon=epsilon, mode="greedy" if greedy else "sample",
         )
     except (ValueError, FileNotFoundError) as err:

@@ -37,7 +37,8 @@ class LoopSettings(_Strict):
     holdout: float = Field(0.3, gt=0, lt=1)  #: share of served decisions (fixed hash split of the id) never trained on, for gates
     train_window: int = Field(60_000, ge=100)  #: learn from at most this many of the latest non-held-out served rows
     gate_window: int = Field(30_000, ge=100)  #: gate on at most this many of the latest held-out served rows
-    outcome_model: Literal["gbm", "linear"] = "gbm"
+    outcome_model: Literal["gbm", "linear", "lightgbm"] = "gbm"
+    outcome_backend: Literal["local", "ray"] = "local"  #: ray: each lightgbm fit on Ray Train workers
     outcome_params: dict[str, bool | int | float | str] = Field(default_factory=dict)  #: passed to the scikit-learn model
     gate_margin: float = 0.0  #: the gate passes when the DR improvement's lower bound is above this
     gate_alpha: float = Field(0.2, gt=0, lt=1)  #: the gate's bound: lower end of the (1 - gate_alpha) interval (a screen; the pilot decides at alpha)
@@ -71,6 +72,9 @@ class LoopConfig(_Strict):
                              "which the offline layer's estimators do not take)")
         from grpokit.scenarios.marketing import MarketingConfig
 
+        if self.loop.outcome_backend == "ray" and self.loop.outcome_model != "lightgbm":
+            raise ValueError(f"loop.outcome_backend = 'ray' fits loop.outcome_model = 'lightgbm' only, "
+                             f"got {self.loop.outcome_model!r}")
         cfg = MarketingConfig(**self.scenario)
         if cfg.spillover != 0:
             raise ValueError("scenario.spillover must be 0 in the loop: off-policy estimates assume no interference")

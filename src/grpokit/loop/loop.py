@@ -162,7 +162,7 @@ class _Loop:
 
         train = pd.concat(self.frames, ignore_index=True).tail(self.s.train_window)
         x, a, r = self._x(train), train["action"].to_numpy(np.int64), train["reward"].to_numpy(np.float64)
-        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        table = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=self.s.seed, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
         grpo = self.cfg.grpo.model_copy(update={"steps": 300, "lr": 0.03})
         policy, _ = learn_from_outcome_model(x, -table, grpo, self.cfg.policy)
         return self._save(policy, "planted_bad_sign_flipped")
@@ -223,7 +223,7 @@ class _Loop:
         r = train["reward"].to_numpy(np.float64)
         g = train["group"].map({n: i for i, n in enumerate(self.groups)}).to_numpy(np.int64)
         t0 = time.perf_counter()
-        table = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        table = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=self.s.seed + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
         grpo = self.cfg.grpo.model_copy(update={"seed": self.cfg.grpo.seed + rnd})
         policy, summary = learn_from_outcome_model(x, table, grpo, self.cfg.policy, group=g, n_groups=len(self.groups))
         v = self._save(policy, f"r{rnd}_candidate")
@@ -241,7 +241,7 @@ class _Loop:
 
         x = self._x(hold)
         a, r, p = hold["action"].to_numpy(np.int64), hold["reward"].to_numpy(np.float64), hold["pscore"].to_numpy()
-        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 500 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        rhat = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=self.s.seed + 500 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
         t_cand = _served(_pi(cand.policy, x), self.s.epsilon)
         t_live = _served(_pi(live.policy, x), self.s.epsilon)
         psi_c, psi_l = _dr_terms(r, a, p, t_cand, rhat), _dr_terms(r, a, p, t_live, rhat)
@@ -275,7 +275,7 @@ class _Loop:
 
         x = self._x(frame)
         a, r, p = frame["action"].to_numpy(np.int64), frame["reward"].to_numpy(np.float64), frame["pscore"].to_numpy()
-        rhat = OutcomeModel(self.A, self.s.outcome_model, seed=self.s.seed + 900 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        rhat = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=self.s.seed + 900 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
         diff = (_dr_terms(r, a, p, _served(_pi(prev.policy, x), self.s.epsilon), rhat)
                 - _dr_terms(r, a, p, _served(_pi(live.policy, x), self.s.epsilon), rhat))
         grp = frame["group"].to_numpy()

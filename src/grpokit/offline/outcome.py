@@ -5,6 +5,9 @@ features let the model share strength across actions). Binary rewards use a clas
 P(r = 1 | x, a); other rewards a regressor. ``kind``:
 
 * ``"gbm"``: scikit-learn's HistGradientBoosting (interactions between x and a come from the trees);
+* ``"lightgbm"``: LightGBM (optional extra ``ray``; ``backend="local"`` trains with ``lightgbm.train``
+  in this process, ``backend="ray"`` each fit with Ray Train's ``LightGBMTrainer`` over a Ray Dataset
+  of the design, data-parallel on ``num_workers`` workers; see :mod:`grpokit.scale.outcome`);
 * ``"linear"``: standardized L2-regularized logistic regression (binary) or ridge (otherwise), with
   the action one-hot and, when ``interactions`` (default: only if d · n_actions <= 2000, since the
   design grows as d · n_actions), its products with x (a separate linear effect of x per action).
@@ -28,7 +31,78 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["OutcomeModel"]
+__all__ = ["OutcomeModel", "LightGBMEstimator", "LIGHTGBM_PARAMS", "KINDS"]
+
+KINDS = ("gbm", "linear", "lightgbm")
+BACKENDS = ("local", "ray")
+
+#: LightGBM's defaults here (deterministic, one thread: the local fit and a one-worker Ray fit agree)
+LIGHTGBM_PARAMS = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20, "verbose": -1,
+                   "deterministic": True, "force_col_wise": True, "num_threads": 1}
+
+
+def require_lightgbm():
+    """The ``lightgbm`` module, or an ImportError that names the extra to install."""
+    try:
+        import lightgbm
+    except ImportError:  # pragma: no cover - only where the extra is absent
+        raise ImportError("outcome_model = 'lightgbm' needs LightGBM, part of grpokit's optional extra 'ray': "
+                          "pip install -c constraints.txt -e '.[ray]'") from None
+    return lightgbm
+
+
+def lightgbm_params(binary: bool, seed: int, params: dict | None = None) -> dict:
+    """:data:`LIGHTGBM_PARAMS` with the objective (logistic loss for 0/1 rewards, squared loss otherwise)."""
+    return {**LIGHTGBM_PARAMS, "objective": "binary" if binary else "regression", "seed": seed, **(params or {})}
+
+
+class LightGBMEstimator:
+    """A scikit-learn-shaped LightGBM fit on a design matrix: ``fit(X, y)``, ``predict``, ``predict_proba``.
+
+    ``backend="local"``: ``lightgbm.train`` in this process; ``backend="ray"``: Ray Train's
+    ``LightGBMTrainer`` on ``num_workers`` workers (the design goes to Ray's object store; the driver
+    receives only the booster). ``params`` override :data:`LIGHTGBM_PARAMS`, except ``num_boost_round``
+    (default 200) and the Ray settings ``num_workers``, ``cpus_per_worker``, ``address``.
+    """
+
+    def __init__(self, binary: bool, seed: int = 0, backend: str = "local", **params):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown outcome backend {backend!r}; choose one of {list(BACKENDS)}")
+        self.binary, self.seed, self.backend, self.params = binary, seed, backend, params
+
+    def get_params(self, deep: bool = True) -> dict:  # scikit-learn's clone
+        return {"binary": self.binary, "seed": self.seed, "backend": self.backend, **self.params}
+
+    def set_params(self, **params) -> "LightGBMEstimator":
+        for k in ("binary", "seed", "backend"):
+            if k in params:
+                setattr(self, k, params.pop(k))
+        self.params.update(params)
+        return self
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LightGBMEstimator":
+        lgb = require_lightgbm()
+        rest = dict(self.params)
+        rounds = int(rest.pop("num_boost_round", 200))
+        ray_opts = {k: rest.pop(k) for k in ("num_workers", "cpus_per_worker", "address") if k in rest}
+        p = lightgbm_params(self.binary, self.seed, rest)
+        if self.backend == "local":
+            self.booster_ = lgb.train(p, lgb.Dataset(np.asarray(X, dtype=np.float64), label=y), num_boost_round=rounds)
+        else:
+            from grpokit.scale.outcome import train_design_ray  # optional extra 'ray'
+
+            self.booster_ = train_design_ray(X, y, p, num_boost_round=rounds, **ray_opts)
+        return self
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_.predict(np.asarray(X, dtype=np.float64), num_threads=1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self._raw(X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p1 = self._raw(X)
+        return np.stack([1.0 - p1, p1], axis=1)
 
 
 def _check_array(name: str, x: np.ndarray, ndim: int) -> np.ndarray:
@@ -48,14 +122,17 @@ class OutcomeModel:
 
     ``n_actions``: number of actions; ``action_context``: optional ``[n_actions, k]`` features of each
     action; ``n_folds``: folds of the cross-fit (>= 2); ``task``: ``"auto"`` (binary if the rewards
-    are all 0/1), ``"binary"`` or ``"regression"``; ``params``: passed to the scikit-learn estimator.
+    are all 0/1), ``"binary"`` or ``"regression"``; ``params``: passed to the scikit-learn estimator
+    (for ``lightgbm``: LightGBM parameters, ``num_boost_round``, and with ``backend="ray"``
+    ``num_workers``, ``cpus_per_worker``, ``address``).
     """
 
     def __init__(
         self,
         n_actions: int,
-        kind: Literal["gbm", "linear"] = "gbm",
+        kind: Literal["gbm", "linear", "lightgbm"] = "gbm",
         *,
+        backend: Literal["local", "ray"] = "local",
         action_context: np.ndarray | None = None,
         n_folds: int = 5,
         task: Literal["auto", "binary", "regression"] = "auto",
@@ -65,8 +142,14 @@ class OutcomeModel:
     ):
         if n_actions < 2:
             raise ValueError(f"n_actions must be >= 2, got {n_actions}")
-        if kind not in ("gbm", "linear"):
-            raise ValueError(f"unknown outcome model kind {kind!r}; choose 'gbm' or 'linear'")
+        if kind not in KINDS:
+            raise ValueError(f"unknown outcome model kind {kind!r}; choose one of {list(KINDS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown outcome backend {backend!r}; choose one of {list(BACKENDS)}")
+        if backend == "ray" and kind != "lightgbm":
+            raise ValueError(f"backend 'ray' fits outcome_model = 'lightgbm' only, got {kind!r}")
+        if kind == "lightgbm":
+            require_lightgbm()
         if n_folds < 2:
             raise ValueError(f"n_folds must be >= 2 for cross-fitting, got {n_folds}")
         if task not in ("auto", "binary", "regression"):
@@ -77,6 +160,7 @@ class OutcomeModel:
                 raise ValueError(f"action_context has {action_context.shape[0]} rows, expected n_actions = {n_actions}")
         self.n_actions = n_actions
         self.kind = kind
+        self.backend = backend
         self.action_context = action_context
         self.n_folds = n_folds
         self.task = task
@@ -87,6 +171,8 @@ class OutcomeModel:
     # -- design -------------------------------------------------------------------------------
 
     def _estimator(self, binary: bool):
+        if self.kind == "lightgbm":
+            return LightGBMEstimator(binary, seed=self.seed, backend=self.backend, **self.params)
         if self.kind == "gbm":
             defaults = {"max_iter": 200, "learning_rate": 0.05, "random_state": self.seed}
             cls = HistGradientBoostingClassifier if binary else HistGradientBoostingRegressor

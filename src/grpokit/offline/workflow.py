@@ -255,6 +255,7 @@ def fit_policy_on_log(
     log: LoggedDecisions,
     *,
     outcome_model: str = "gbm",
+    outcome_backend: str = "local",
     config: GRPOConfig | None = None,
     policy_config: PolicyConfig | None = None,
     seed: int = 0,
@@ -264,6 +265,8 @@ def fit_policy_on_log(
     on_stage=None,
     allow_unlogged: bool = False,
     interference: bool = False,
+    reward_components: list[str] | None = None,
+    improvement_reference: str = "control",
 ) -> LogFit:
     """The one learner from a log (``grpokit learn`` and ``grpokit run --set evaluation.train_on=logs``).
 
@@ -277,10 +280,19 @@ def fit_policy_on_log(
     cohort's peer credit P_c (:func:`_peer_credit`). A log whose cohorts were all treated at about
     the same rate (a unit-randomized A/B test) cannot identify the effect of t: ``interference``
     in the result reports the spread of t the log offers.
+
+    ``reward_components`` / ``improvement_reference``: GRPO's reward r̂ plus group-relative parts
+    from the predicted improvement over a reference action, cohorts = the log's group column
+    (:mod:`grpokit.offline.learn`; weights in ``config.reward_weights``).
     """
+    from grpokit.offline.learn import check_learn_rewards, check_reference, reference_reward
+
     stage = on_stage or (lambda text: None)
     _rewards(log)
     labels = [str(a) for a in (log.action_labels or range(log.n_actions))]
+    components = check_learn_rewards(reward_components, (config.reward_weights if config else {}),
+                                     use_groups and log.group is not None)
+    check_reference(improvement_reference, labels)
     stage("fitting the feature encoder")
     encoder = fit_encoder(log)
     x = encoder.transform(log.feature_frame())
@@ -291,7 +303,7 @@ def fit_policy_on_log(
         t = cohort_treated_share(log.group, log.action)
         design = np.column_stack([x, t])
     stage(f"fitting the outcome model ({outcome_model}, 5-fold cross-fit on {len(log):,} rows)")
-    model = OutcomeModel(log.n_actions, outcome_model, seed=seed).fit(design, log.action, log.reward)
+    model = OutcomeModel(log.n_actions, outcome_model, seed=seed, backend=outcome_backend).fit(design, log.action, log.reward)
     table = model.predict_crossfit()
     if interference:
         credit = _peer_credit(model, x, t, log.action, log.group)
@@ -310,7 +322,9 @@ def fit_policy_on_log(
     allowed = None if (allow_unlogged or not never) else logged
     stage(f"GRPO ({config.advantage.name}, {config.steps} steps)")
     policy, summary = learn_from_outcome_model(x, table, config, policy_config, group=groups, n_groups=n_groups,
-                                               progress=progress, out_dir=out_dir, allowed=allowed)
+                                               progress=progress, out_dir=out_dir, allowed=allowed,
+                                               reward_components=components,
+                                               reference=reference_reward(table, improvement_reference, log.action, labels))
     return LogFit(policy=policy, encoder=encoder, model=model, table=table, x=x, config=config, allowed=allowed,
                   never=never, logged=logged, summary=summary, interference=info)
 
@@ -320,6 +334,7 @@ def learn_from_log(
     out_dir: str | Path,
     *,
     outcome_model: str = "gbm",
+    outcome_backend: str = "local",
     config: GRPOConfig | None = None,
     policy_config: PolicyConfig | None = None,
     seed: int = 0,
@@ -334,6 +349,8 @@ def learn_from_log(
     on_stage=None,
     allow_unlogged: bool = False,
     interference: bool = False,
+    reward_components: list[str] | None = None,
+    improvement_reference: str = "control",
 ) -> dict:
     """Train a policy on ``log`` (its training rows), judge it on the held-out rows, save it.
 
@@ -355,9 +372,10 @@ def learn_from_log(
     labels = [str(a) for a in (log.action_labels or range(log.n_actions))]
     train, hold = _split(len(log), holdout, seed)
     tr, ho = log.subset(train), (log.subset(hold) if len(hold) else None)
-    fit = fit_policy_on_log(tr, outcome_model=outcome_model, config=config, policy_config=policy_config, seed=seed,
+    fit = fit_policy_on_log(tr, outcome_model=outcome_model, outcome_backend=outcome_backend, config=config, policy_config=policy_config, seed=seed,
                             use_groups=use_groups, progress=progress, out_dir=out / "training", on_stage=stage,
-                            allow_unlogged=allow_unlogged, interference=interference)
+                            allow_unlogged=allow_unlogged, interference=interference,
+                            reward_components=reward_components, improvement_reference=improvement_reference)
     policy, encoder, model, table, config = fit.policy, fit.encoder, fit.model, fit.table, fit.config
     x_tr, allowed, never, summary, logged = fit.x, fit.allowed, fit.never, fit.summary, fit.logged
     metadata = {
@@ -398,6 +416,8 @@ def learn_from_log(
         "training": {"steps": summary["steps"], "last_metrics": summary["last_metrics"]},
         "policy_path": str(out / "policy.pt"),
         "grpo_config": config.model_dump(mode="json"),
+        "reward_components": list(reward_components or []) or ["reward"],
+        "improvement_reference": improvement_reference if reward_components else None,
     }
     eval_log = ho if ho is not None else tr
     x_ev = encoder.transform(eval_log.feature_frame())
@@ -505,6 +525,7 @@ def evaluate_on_log(
     margin: float = 0.0,
     alpha: float = 0.05,
     outcome_model: str = "gbm",
+    outcome_backend: str = "local",
     n_bootstrap: int = 1000,
     seed: int = 0,
     clip: float | None = None,
@@ -551,7 +572,8 @@ def evaluate_on_log(
     x = dp.encoder.transform(frame)
     reward_hat = None
     if method in NEEDS_MODEL:
-        reward_hat = OutcomeModel(log.n_actions, outcome_model, seed=seed).fit(x, log.action, reward).predict_crossfit()
+        reward_hat = OutcomeModel(log.n_actions, outcome_model, seed=seed, backend=outcome_backend).fit(
+            x, log.action, reward).predict_crossfit()
     kw = dict(method=method, margin=margin, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, clip=clip)
     result = deployment_gate(
         reward=reward, action=log.action, pscore=log.pscore, target_probs=target, reward_hat=reward_hat, **kw

@@ -25,23 +25,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grpokit.offline.outcome import LIGHTGBM_PARAMS, lightgbm_params, require_lightgbm
 from grpokit.scale._ray import check_backend
 from grpokit.scale.data import LogColumns, _schema_names
 
-__all__ = ["LightGBMOutcomeModel", "fit_outcome_model", "DEFAULT_PARAMS"]
+__all__ = ["LightGBMOutcomeModel", "fit_outcome_model", "train_design_ray", "DEFAULT_PARAMS"]
 
-DEFAULT_PARAMS = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20, "verbose": -1,
-                  "deterministic": True, "force_col_wise": True, "num_threads": 1}
+DEFAULT_PARAMS = LIGHTGBM_PARAMS  # one set of defaults for the in-memory and the parquet paths
 KINDS = ("lightgbm",)
 
 
 def _require_lightgbm():
-    try:
-        import lightgbm
-    except ImportError:  # pragma: no cover - only where the extra is absent
-        raise ImportError("outcome_model = 'lightgbm' needs LightGBM, part of grpokit's optional extra 'ray': "
-                          "pip install -c constraints.txt -e '.[ray]'") from None
-    return lightgbm
+    return require_lightgbm()
 
 
 def design_frame(df: pd.DataFrame, cols: LogColumns, n_actions: int, row_offset: int | None = 0) -> pd.DataFrame:
@@ -120,8 +115,7 @@ class LightGBMOutcomeModel:
 
 
 def _params(task: str, seed: int, params: dict | None) -> dict:
-    return {**DEFAULT_PARAMS, "objective": "binary" if task == "binary" else "regression", "seed": seed,
-            **(params or {})}
+    return lightgbm_params(task == "binary", seed, params)
 
 
 def _train_worker(config: dict) -> None:
@@ -184,12 +178,20 @@ def fit_outcome_model(log_path, cols: LogColumns, n_actions: int, *, kind: str =
     from grpokit.scale._ray import init_ray
 
     ray = init_ray(address)
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.lightgbm import LightGBMTrainer
-
     ds = ray.data.read_parquet(str(log_path)).map_batches(
         _design_block, fn_kwargs={"cols": cols, "n_actions": n_actions}, batch_format="pandas",
         batch_size=batch_rows).materialize()
+    booster = _train_ray(ds, p, num_boost_round, num_workers, cpus_per_worker, storage_path)
+    return LightGBMOutcomeModel(booster, n_actions, cols.features, task, "ray")
+
+
+def _train_ray(ds, p: dict, num_boost_round: int, num_workers: int, cpus_per_worker: float,
+               storage_path: str | None):
+    """Ray Train's ``LightGBMTrainer`` on the design Dataset ``ds`` (columns = design, ``__y`` = label)."""
+    lgb = _require_lightgbm()
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.lightgbm import LightGBMTrainer
+
     storage = storage_path or tempfile.mkdtemp(prefix="grpokit_ray_lightgbm_")
     trainer = LightGBMTrainer(
         _train_worker, train_loop_config={"params": p, "num_boost_round": num_boost_round},
@@ -200,5 +202,22 @@ def fit_outcome_model(log_path, cols: LogColumns, n_actions: int, *, kind: str =
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train's LightGBM run finished without a model: {result.error}")
     with result.checkpoint.as_directory() as d:
-        booster = lgb.Booster(model_file=str(Path(d) / "model.txt"))
-    return LightGBMOutcomeModel(booster, n_actions, cols.features, task, "ray")
+        return lgb.Booster(model_file=str(Path(d) / "model.txt"))
+
+
+def train_design_ray(X: np.ndarray, y: np.ndarray, params: dict, *, num_boost_round: int = 200,
+                     num_workers: int = 2, cpus_per_worker: float = 1.0, address: str | None = None,
+                     storage_path: str | None = None):
+    """A LightGBM booster fitted by Ray Train on an in-memory design ``X`` (label ``y``): what
+    ``OutcomeModel(kind="lightgbm", backend="ray")`` calls for its full and per-fold fits. The design
+    is put into Ray's object store in blocks and each worker trains on its shard (data-parallel)."""
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    from grpokit.scale._ray import init_ray
+
+    ray = init_ray(address)
+    X = np.asarray(X, dtype=np.float64)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    frame["__y"] = np.asarray(y, dtype=np.float64)
+    ds = ray.data.from_pandas(frame).repartition(max(num_workers, 1)).materialize()
+    return _train_ray(ds, params, num_boost_round, num_workers, cpus_per_worker, storage_path)
