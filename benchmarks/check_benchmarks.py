@@ -75,6 +75,14 @@ def same(expected: str, got: str) -> list[str]:
     return bad
 
 
+def write_blocks(path: Path, tables: dict[str, str]) -> None:
+    """Put ``tables`` (NAME -> table) into their blocks of ``path``, re-read just before writing, so that
+    edits made to the rest of the file while the runs went on are kept."""
+    text = path.read_text()
+    path.write_text(_BLOCK.sub(lambda m: m.group(1) + tables[m["name"]] + m.group(4) if m["name"] in tables
+                               else m.group(0), text))
+
+
 def _grpokit() -> list[str]:
     exe = Path(sys.executable).parent / "grpokit"
     return [str(exe)] if exe.exists() else [shutil.which("grpokit") or "grpokit"]
@@ -121,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = args.runs
         runs_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
+    written: dict[str, str] = {}
     try:
         for name in names:
             print(f"[{name}]", flush=True)
@@ -131,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                           "'<!-- /bench-check -->' lines where the table goes")
                     failed += 1
                     continue
-                text = _BLOCK.sub(lambda m, t=table, n=name: m.group(1) + t + m.group(4) if m["name"] == n else m.group(0), text)
-                print("  written")
+                written[name] = table
+                print("  regenerated")
                 continue
             diff = same(found[name], table)
             if diff:
@@ -143,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    if args.write:
-        args.file.write_text(text)
+    if args.write and written:
+        write_blocks(args.file, written)
     print(f"{len(names) - failed}/{len(names)} checks {'written' if args.write else 'reproduce'}")
     return 1 if failed else 0
 

@@ -50,3 +50,15 @@ def test_business_table_reports_margins_per_seed(tmp_path):
     assert "+1.000, -0.500 (1/2 above)" in rows["x_learner"]
     with pytest.raises(SystemExit):
         business_table.table("nonesuch", dirs)
+
+
+def test_write_keeps_edits_made_while_the_runs_went_on(tmp_path):
+    f = tmp_path / "B.md"
+    f.write_text(f"a\n<!-- bench-check marketing -->\n{TABLE}\n<!-- /bench-check -->\n"
+                 "<!-- bench-check other -->\n| x |\n<!-- /bench-check -->\n")
+    f.write_text("new section by someone else\n" + f.read_text())  # edited after the script read it
+    new = TABLE.replace("21.358", "20.000")
+    cb.write_blocks(f, {"marketing": new})
+    text = f.read_text()
+    assert text.startswith("new section by someone else\n")
+    assert cb.blocks(text) == {"marketing": new, "other": "| x |"}
