@@ -82,7 +82,13 @@ def test_jsonio_loads_like_the_standard_library():
     big = b'{"a": 123456789012345678901234567890}'
     assert jsonio.loads(big) == json.loads(big) and type(jsonio.loads(big)["a"]) is int
     # a float's long fraction is not an integer: orjson reads it (the fallback is for big integers only)
-    assert jsonio._LONG_DIGITS.search(b'[0.0020791292190551758, 1e-0000000000000000000001]') is None
+    assert not jsonio._maybe_big_int(b'[0.0020791292190551758, 1e-0000000000000000000001, 12345678901234567890.5]')
+    # digits inside a string after a letter or quote are a string's (an event id's hex), not a number token
+    assert not jsonio._maybe_big_int(b'{"event_id": "a1234567890123456789012b", "x": "1234567890123456789012"}')
+    for text in (b'1234567890123456789012', b'[-1234567890123456789012]', b'{"a":1234567890123456789012}',
+                 b'{"a": 1, "b":\n 1234567890123456789012 }'):
+        assert jsonio._maybe_big_int(text), text
+        assert jsonio.loads(text) == json.loads(text)
     assert jsonio.loads(b'[0.0020791292190551758]') == [0.0020791292190551758]
     msgs = []
     for parse in (json.loads, jsonio.loads):

@@ -26,9 +26,31 @@ except ImportError:  # pragma: no cover - the serve extra installs it
     _orjson = None
 
 HAVE_ORJSON = _orjson is not None
-#: an integer token of 19+ digits (not a fraction's or an exponent's digits): maybe past 64 bits, which
-#: orjson reads as a float where json keeps the int. Digits inside a string match too (harmless: json decides).
-_LONG_DIGITS = re.compile(rb"(?<![0-9.eE+\-])-?[0-9]{19,}(?![0-9.eE])")
+#: a run of 19+ digits: the cheap screen of :func:`_maybe_big_int` (a C scan, no look-around)
+_DIGIT_RUN = re.compile(rb"[0-9]{19,}")
+#: what may stand right before a JSON number token (after its optional minus sign); anything else
+#: before a digit run (a letter, a quote, '.', 'e', '+', a digit) means a string's or a float's digits
+_NUMBER_START = frozenset(b"[,: \t\r\n")
+_FLOAT_CONT = frozenset(b".eE")
+
+
+def _maybe_big_int(data: bytes) -> bool:
+    """Whether ``data`` may hold an integer token of 19+ digits (maybe past 64 bits, which orjson reads
+    as a float where json keeps the int). Exact for tokens outside strings: a digit run counts
+    unless it follows a character that cannot start a number token or is followed by a fraction or
+    an exponent (then it is a float's, which both parsers read alike). Digits inside a string that
+    look like a number token (after a space or a comma) count too: harmless, json decides."""
+    for m in _DIGIT_RUN.finditer(data):
+        i = m.start()
+        if i > 0 and data[i - 1] == 45:  # '-'
+            i -= 1
+        if i > 0 and data[i - 1] not in _NUMBER_START:
+            continue
+        end = m.end()
+        if end < len(data) and data[end] in _FLOAT_CONT:
+            continue
+        return True
+    return False
 
 
 class NonFinite(float):
@@ -48,7 +70,7 @@ def _float(text: str) -> float:
 
 def loads(data: bytes | str):
     """Parsed JSON; raises :class:`json.JSONDecodeError` (or UnicodeDecodeError) as json.loads does."""
-    if _orjson is not None and isinstance(data, bytes) and _LONG_DIGITS.search(data) is None:
+    if _orjson is not None and isinstance(data, bytes) and not _maybe_big_int(data):
         try:
             return _orjson.loads(data)
         except _orjson.JSONDecodeError:
