@@ -291,3 +291,43 @@ def test_pricing_list_price_outside_bounds_only_matters_when_used():
     load_config("examples/pricing.toml", ["scenario.low=1.2"])  # no group-relative component: fine
     with pytest.raises(ConfigError, match="list price multiplier 1.0 is outside"):
         load_config("examples/pricing.toml", ["scenario.low=1.2", "scenario.reward_components=['margin', 'improvement']"])
+
+
+# -- the learn command --------------------------------------------------------------------------
+
+
+def test_learn_cli_trains_on_the_components_and_names_bad_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from grpokit.cli import app
+
+    runner = CliRunner()
+    rng = np.random.default_rng(0)
+    n = 600
+    x = rng.normal(size=(n, 2))
+    a = rng.integers(0, 3, n)
+    df = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "action": a, "pscore": np.full(n, 1 / 3),
+                       "reward": (a == 1) * (x[:, 0] > 0) + 0.1 * rng.normal(size=n),
+                       "group": np.where(x[:, 1] > 0, "north", "south")})
+    path = tmp_path / "log.csv"
+    df.to_csv(path, index=False)
+    base = ["learn", "--log", str(path), "--outcome-model", "linear", "--holdout", "0", "--no-progress",
+            "--set", "grpo.steps=3", "--set", "grpo.batch_size=64"]
+    run = tmp_path / "run"
+    r = runner.invoke(app, base + ["--out", str(run), "--reward-components", "reward,relative_to_cohort_median",
+                                   "--improvement-reference", "logged",
+                                   "--set", "grpo.reward_weights={reward = 1.0, relative_to_cohort_median = 0.5}"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((run / "summary.json").read_text())
+    assert s["reward_components"] == ["reward", "relative_to_cohort_median"] and s["improvement_reference"] == "logged"
+    assert s["grpo_config"]["reward_weights"] == {"reward": 1.0, "relative_to_cohort_median": 0.5}
+    last = _last_metrics(run / "training")
+    assert "reward/reward" in last and "reward/relative_to_cohort_median" in last
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "bad1"), "--reward-components", "reward,uplift"])
+    assert r.exit_code != 0 and "unknown component ['uplift']" in r.output
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "bad2"), "--reward-components", "reward",
+                                   "--set", "grpo.reward_weights={profit = 1.0}"])
+    assert r.exit_code != 0 and "grpo.reward_weights: unknown component ['profit']" in r.output
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "bad3"), "--reward-components", "reward,improvement",
+                                   "--improvement-reference", "coupon"])
+    assert r.exit_code != 0 and "improvement_reference 'coupon'" in r.output

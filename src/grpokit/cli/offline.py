@@ -109,6 +109,22 @@ def _check_outcome(kind: str, backend: str) -> None:
 
 
 
+def _learn_weights(grpo, weight_sets: list[str]):
+    """``grpo`` with the reward weights of the ``--set grpo.reward_weights...`` overrides (numbers checked)."""
+    from pydantic import ValidationError
+
+    from grpokit.config import ConfigError, GRPOConfig, apply_overrides
+
+    try:
+        weights = apply_overrides({"grpo": {"reward_weights": dict(grpo.reward_weights)}}, weight_sets)["grpo"]["reward_weights"]
+        checked = GRPOConfig(reward_weights=weights).reward_weights
+    except ConfigError as err:
+        _fail(str(err))
+    except ValidationError as err:
+        _fail("grpo.reward_weights: " + "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in err.errors()))
+    return grpo.model_copy(update={"reward_weights": checked})
+
+
 @app.command()
 def learn(
     out: Path = typer.Option(..., "--out", help="Run directory: policy.pt, summary.json, report.html"),
@@ -130,12 +146,24 @@ def learn(
                                         help="Let the policy choose actions the log never shows (valued by extrapolation)"),
     interference: bool = typer.Option(False, "--interference",
                                       help="Outcome model also sees the share of the unit's group treated (spillover)"),
+    reward_components: Optional[str] = typer.Option(
+        None, "--reward-components",
+        help="GRPO's reward as named parts, comma-separated: reward (r̂), improvement, relative_to_cohort_median, "
+             "cohort_percentile_rank; weights in --set grpo.reward_weights={...}"),
+    improvement_reference: str = typer.Option(
+        "control", "--improvement-reference",
+        help="What improvement is measured against: control (the first action, e.g. no offer), logged (the "
+             "logging policy's action) or an action label"),
 ) -> None:
     """Learn a policy from logged decisions (encoder + outcome model + GRPO), judge it on held-out rows."""
     from grpokit.offline.workflow import learn_from_log
 
     _check_outcome(outcome_model, outcome_backend)
-    cfg = _load(None, [f"grpo.seed={seed}", 'grpo.device="cpu"', *(set_ or [])])
+    # grpo.reward_weights name learn's components (checked by learn itself), not a scenario's
+    weight_sets = [s for s in (set_ or []) if s.split("=", 1)[0].strip().startswith("grpo.reward_weights")]
+    cfg = _load(None, [f"grpo.seed={seed}", 'grpo.device="cpu"', *[s for s in (set_ or []) if s not in weight_sets]])
+    grpo = _learn_weights(cfg.grpo, weight_sets) if weight_sets else cfg.grpo
+    components = [c.strip() for c in reward_components.split(",") if c.strip()] if reward_components else None
     if cfg.policy.head not in (None, "categorical"):
         _fail(f"policy.head = {cfg.policy.head!r}: learn picks one of the log's discrete actions, so its policy "
               "has a categorical head; remove --set policy.head")
@@ -146,17 +174,18 @@ def learn(
     data = _read(log, dataset, store, schema, features)
     try:
         summary = learn_from_log(
-            data, out, outcome_model=outcome_model, outcome_backend=outcome_backend, config=cfg.grpo, policy_config=cfg.policy, seed=seed,
+            data, out, outcome_model=outcome_model, outcome_backend=outcome_backend, config=grpo, policy_config=cfg.policy, seed=seed,
             holdout=holdout, use_groups=not no_groups, progress=progress,
             on_stage=_stage_printer() if progress else None, allow_unlogged=allow_unlogged,
             interference=interference,
+            reward_components=components, improvement_reference=improvement_reference,
         )
     except ValueError as err:
         _fail(str(err))
     except OSError as err:  # e.g. the disk filled up while writing policy.pt (written atomically: no torn file)
         _fail(f"cannot write the results in {out} ({err.filename or 'a file'}): {err.strerror or err}")
     _write_json(out / "summary.json", summary)
-    _record(store, "learn", str(out), {"log": str(log or dataset), "grpo": cfg.grpo.model_dump(mode="json")},
+    _record(store, "learn", str(out), {"log": str(log or dataset), "grpo": grpo.model_dump(mode="json")},
             {k: v for k, v in summary.items() if k not in ("roles", "explanation", "uplift_curve")})
     unit = summary.get("reward_unit") or "per decision"
     console.print(f"policy saved to [bold]{summary['policy_path']}[/] (advantage {summary['advantage']}"
