@@ -1,5 +1,5 @@
 """outcome_model = "lightgbm": the in-process fit against lightgbm.train itself, the config and CLI paths
-(learn, evaluate, loop), bad values named, and (marked ray) the Ray Train fit against the local one."""
+(learn, evaluate, loop), bad values named (the Ray Train fit against the local one is in tests/test_scale_ray.py)."""
 
 import json
 
@@ -115,17 +115,3 @@ def test_loop_config_outcome_keys():
         LoopConfig(loop={"outcome_model": "gbm", "outcome_backend": "ray"})
     with pytest.raises(ValueError, match="outcome_model"):
         LoopConfig(loop={"outcome_model": "xgboost"})
-
-
-@pytest.mark.ray
-def test_ray_train_fit_equals_local_with_one_worker(tmp_path):
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    x, a, r = _data(1500)
-    local = OutcomeModel(3, "lightgbm", seed=0, n_folds=2, num_boost_round=40).fit(x, a, r)
-    remote = OutcomeModel(3, "lightgbm", seed=0, n_folds=2, num_boost_round=40, backend="ray", num_workers=1).fit(x, a, r)
-    # one worker: the same data, bins and trees as the in-process fit
-    np.testing.assert_allclose(remote.predict(x[:200]), local.predict(x[:200]), atol=1e-9)
-    np.testing.assert_allclose(remote.predict_crossfit(), local.predict_crossfit(), atol=1e-9)

@@ -6,6 +6,7 @@ start on 2 shared cores) and are marked ``ray``; they skip with a message when t
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -267,3 +268,18 @@ def test_ray_serve_replicas_share_one_store(ray_cluster, tmp_path):
     assert all(got[e] // SEQ_STRIDE == shard_of(e, 2) for e in got)  # each shard logged its own events
     assert segs == {0, 1} and counted == 21
     assert not list((tmp_path / "store.duckdb.decision-log").glob("shard-*/seg-*.wal"))  # all moved into the store
+
+
+def test_outcome_model_lightgbm_on_ray_train_equals_local_with_one_worker(ray_cluster):
+    """OutcomeModel(kind="lightgbm", backend="ray"): every cross-fit and the full fit on Ray Train; one
+    worker holds all the design, so the trees are the in-process fit's."""
+    from grpokit.offline.outcome import OutcomeModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 3))
+    a = rng.integers(0, 3, 1500)
+    r = (rng.random(1500) < 1 / (1 + np.exp(-(2 * x[:, 0] * (a - 1) - 0.5)))).astype(float)
+    local = OutcomeModel(3, "lightgbm", seed=0, n_folds=2, num_boost_round=40).fit(x, a, r)
+    remote = OutcomeModel(3, "lightgbm", seed=0, n_folds=2, num_boost_round=40, backend="ray", num_workers=1).fit(x, a, r)
+    np.testing.assert_allclose(remote.predict(x[:200]), local.predict(x[:200]), atol=1e-9)
+    np.testing.assert_allclose(remote.predict_crossfit(), local.predict_crossfit(), atol=1e-9)
