@@ -68,9 +68,9 @@ def _last_metrics(path):
 def test_pricing_components_by_hand_inside_training(tmp_path, monkeypatch, reference, m_ref):
     calls, totals = _capture(monkeypatch)
     cfg = load_config("examples/pricing.toml", SHORT + [
-        f"scenario.reward_components=['margin', {', '.join(repr(n) for n in GR)}]",
+        f"scenario.reward_components=['profit', {', '.join(repr(n) for n in GR)}]",
         f"scenario.improvement_reference={reference}",
-        "grpo.reward_weights={margin = 1.0, improvement = 0.0, relative_to_cohort_median = 0.5, "
+        "grpo.reward_weights={profit = 1.0, improvement = 0.0, relative_to_cohort_median = 0.5, "
         "cohort_percentile_rank = 2.0}"])
     trainer = build_trainer(cfg, tmp_path)
     trainer.train()
@@ -86,25 +86,25 @@ def test_pricing_components_by_hand_inside_training(tmp_path, monkeypatch, refer
         q, qr = sc.purchase_probability(ctx, m).numpy(), sc.purchase_probability(ctx, mr).numpy()
         margin = (u < q) * (m.numpy() * 10.0 - 6.0)
         imp = margin - (u < qr) * (mr.numpy() * 10.0 - 6.0)
-        np.testing.assert_allclose(r["margin"].numpy(), margin, atol=1e-5)
+        np.testing.assert_allclose(r["profit"].numpy(), margin, atol=1e-5)
         np.testing.assert_allclose(r["improvement"].numpy(), imp, atol=1e-5)
         assert np.any(imp != 0) and np.any(imp == 0)
         assert _check_relative(imp, g, r["relative_to_cohort_median"].numpy(), r["cohort_percentile_rank"].numpy()) >= 2
-        torch.testing.assert_close(total, r["margin"] + 0.5 * r["relative_to_cohort_median"]
+        torch.testing.assert_close(total, r["profit"] + 0.5 * r["relative_to_cohort_median"]
                                    + 2.0 * r["cohort_percentile_rank"])
     last = _last_metrics(tmp_path)
-    for name in ["margin", *GR]:
+    for name in ["profit", *GR]:
         assert f"reward/{name}" in last, name
     assert last["reward/cohort_percentile_rank"] == pytest.approx(0.5, abs=1e-6)
 
 
 def test_pricing_improvement_is_the_paired_difference():
-    sc = PricingScenario(reward_components=["margin", *GR], improvement_reference=1.2)
+    sc = PricingScenario(reward_components=["profit", *GR], improvement_reference=1.2)
     ctx = sc.sample_contexts(2000, torch.Generator().manual_seed(0))
     actions = 0.6 + 1.9 * torch.rand(2000, 4, generator=torch.Generator().manual_seed(1))
     r = sc.reward(ctx, actions, torch.Generator().manual_seed(2))
     same = sc.reward(ctx, torch.full_like(actions, 1.2), torch.Generator().manual_seed(2))
-    torch.testing.assert_close(r["improvement"], r["margin"] - same["margin"])
+    torch.testing.assert_close(r["improvement"], r["profit"] - same["profit"])
     assert torch.all(same["improvement"] == 0)
     # in expectation: E[improvement] = q(m)(p − c) − q(m_ref)(p_ref − c)
     want = sc.expected_reward(ctx, actions) - sc.expected_reward(ctx, torch.full_like(actions, 1.2))
@@ -166,7 +166,7 @@ def test_allocation_true_keeps_revenue_and_target_penalty():
 
 
 @pytest.mark.parametrize("example, base, plain", [
-    ("pricing", "margin", []),
+    ("pricing", "profit", []),
     ("allocation", "reward", ["scenario.reward_components=false"]),
 ])
 def test_zero_weights_reproduce_the_plain_run(tmp_path, example, base, plain):
@@ -271,7 +271,7 @@ def test_learn_bad_settings_are_named():
 
 
 @pytest.mark.parametrize("example, override, match", [
-    ("pricing", "scenario.reward_components=['margin', 'rank_in_cohort']", r"reward_components: unknown component \['rank_in_cohort'\]"),
+    ("pricing", "scenario.reward_components=['profit', 'rank_in_cohort']", r"reward_components: unknown component \['rank_in_cohort'\]"),
     ("pricing", "scenario.improvement_reference='current'", "improvement_reference 'current' is not \"list_price\""),
     ("pricing", "scenario.improvement_reference=3.0", r"improvement_reference = 3.0: \[3.0, 3.0, 3.0\] is outside"),
     ("pricing", "scenario.improvement_reference=[1.0, 1.1]", "improvement_reference has 2 multipliers, expected one per group"),
@@ -290,7 +290,7 @@ def test_bad_configs_are_named(example, override, match):
 def test_pricing_list_price_outside_bounds_only_matters_when_used():
     load_config("examples/pricing.toml", ["scenario.low=1.2"])  # no group-relative component: fine
     with pytest.raises(ConfigError, match="list price multiplier 1.0 is outside"):
-        load_config("examples/pricing.toml", ["scenario.low=1.2", "scenario.reward_components=['margin', 'improvement']"])
+        load_config("examples/pricing.toml", ["scenario.low=1.2", "scenario.reward_components=['profit', 'improvement']"])
 
 
 # -- the learn command --------------------------------------------------------------------------
@@ -331,3 +331,34 @@ def test_learn_cli_trains_on_the_components_and_names_bad_ones(tmp_path):
     r = runner.invoke(app, base + ["--out", str(tmp_path / "bad3"), "--reward-components", "reward,improvement",
                                    "--improvement-reference", "coupon"])
     assert r.exit_code != 0 and "improvement_reference 'coupon'" in r.output
+
+
+def test_the_observed_outcome_stays_the_base_component():
+    """Pilots and the gym environment take "profit" (pricing) or "reward" (allocation), never the sum."""
+    from grpokit.loop.pilot_sim import sampled_outcome
+
+    pricing = PricingScenario(reward_components=["profit", *GR])
+    ctx = pricing.sample_contexts(50, torch.Generator().manual_seed(0))
+    m = torch.full((50,), 1.7)
+    got = sampled_outcome(pricing, ctx, m, torch.Generator().manual_seed(1))
+    plain = PricingScenario().reward(ctx, m.unsqueeze(1), torch.Generator().manual_seed(1))[:, 0]
+    np.testing.assert_allclose(got, plain.double().numpy())
+    alloc = AllocationScenario(reward_components=["reward", *GR])
+    ctx = alloc.sample_contexts(50, torch.Generator().manual_seed(0))
+    w = torch.full((50, 4), 0.25)
+    got = sampled_outcome(alloc, ctx, w, torch.Generator().manual_seed(1))
+    plain = AllocationScenario().reward(ctx, w.unsqueeze(1), torch.Generator().manual_seed(1))[:, 0]
+    np.testing.assert_allclose(got, plain.double().numpy(), rtol=1e-6)
+    for cls, names, match in [(PricingScenario, ["improvement"], "must include 'profit'"),
+                              (AllocationScenario, ["revenue", "cohort_percentile_rank"], "must include 'reward'")]:
+        with pytest.raises(ValueError, match=match):
+            cls(reward_components=names)
+
+
+def test_gym_env_reward_is_the_total_not_the_sum_of_components():
+    from grpokit.scenarios.gym_env import ScenarioEnv
+
+    env = ScenarioEnv(AllocationScenario(reward_components=["reward", *GR], noise_std=0.0))
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(np.array([0.4, 0.3, 0.2, 0.1], dtype=np.float32))
+    assert reward == pytest.approx(info["expected_reward"], rel=1e-5)

@@ -24,7 +24,8 @@ def sampled_outcome(scenario, contexts, actions: torch.Tensor, gen: torch.Genera
     """One sampled outcome per unit ``[B]`` of the joint assignment ``actions [B, *event]``."""
     sampled = scenario.reward(contexts, actions.unsqueeze(1), gen)
     if isinstance(sampled, dict):
-        sampled = sampled["profit"] if "profit" in sampled else sum(sampled.values())
+        key = next((k for k in ("profit", "reward") if k in sampled), None)  # allocation's total is "reward"
+        sampled = sampled[key] if key is not None else sum(sampled.values())
     return sampled[:, 0].double().cpu().numpy()
 
 

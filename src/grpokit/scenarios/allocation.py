@@ -147,6 +147,11 @@ class AllocationConfig(BaseModel):
             check_component_names(self.reward_components, ALLOCATION_COMPONENTS, "scenario.reward_components")
             if not self.reward_components:
                 raise ValueError("scenario.reward_components is an empty list; use false for the total as one number")
+            if "reward" not in self.reward_components and not (
+                    set(self.reward_components) == {"revenue", "target_penalty"}):
+                raise ValueError(f"scenario.reward_components {self.reward_components} must include 'reward', the total "
+                                 "that pilots and the gym environment observe (weight it 0 in grpo.reward_weights to "
+                                 "train on the other parts alone), or be revenue and target_penalty alone")
         ref, k = self.improvement_reference, len(self.channel_names)
         if isinstance(ref, str) and ref not in ("equal_split", "none"):
             raise ValueError(f"scenario.improvement_reference {ref!r} is not \"equal_split\", \"none\" or a split "

@@ -173,8 +173,9 @@ class ScenarioEnv(gym.Env):
         ctx = self._context
         a = self._to_tensor(action, self.action_space).to(self.device)
         sampled = self.scenario.reward(ctx, a, self._generator, step=self.scenario_step)
-        if isinstance(sampled, dict):  # named components: "profit" when there is one, else their sum
-            sampled = sampled["profit"] if "profit" in sampled else sum(sampled.values())
+        if isinstance(sampled, dict):  # named components: "profit" (or the total "reward") when there is one, else their sum
+            key = next((k for k in ("profit", "reward") if k in sampled), None)
+            sampled = sampled[key] if key is not None else sum(sampled.values())
         reward = float(sampled[0, 0])
         info = self._info(ctx)
         info["expected_reward"] = float(self.scenario.expected_reward(ctx, a)[0, 0])

@@ -39,8 +39,8 @@ a number: one fixed multiplier for everyone, the current price rule; a list: one
 group, the current segment prices) and the *same* uniform number u of the purchase draw (a paired
 draw: the customer who buys at p_ref = m_ref · base_price also buys at any lower price)::
 
-    margin_bi                 = [u_bi < q(m_bi)] · (m_bi · base_price − unit_cost)
-    improvement_bi            = margin_bi − [u_bi < q(m_ref)] · (m_ref · base_price − unit_cost)
+    profit_bi                 = [u_bi < q(m_bi)] · (m_bi · base_price − unit_cost)   (the sampled margin)
+    improvement_bi            = profit_bi − [u_bi < q(m_ref)] · (m_ref · base_price − unit_cost)
     relative_to_cohort_median = improvement_bi − median{improvement_jk : group_j = group_b}
     cohort_percentile_rank    = (#{improvement_jk < improvement_bi} + #{... = improvement_bi} / 2) / n_c
 
@@ -69,7 +69,7 @@ from grpokit.scenarios.base import Contexts, Scenario
 __all__ = ["PricingConfig", "PricingScenario", "PRICING_COMPONENTS"]
 
 #: the reward components the pricing scenario can return (``reward_components``)
-PRICING_COMPONENTS = ("margin", *GROUP_RELATIVE)
+PRICING_COMPONENTS = ("profit", *GROUP_RELATIVE)
 
 
 class PricingConfig(BaseModel):
@@ -97,7 +97,7 @@ class PricingConfig(BaseModel):
     seasonality: float = Field(0.5, ge=0)  #: amplitude of the seasonal purchase-logit shift
     feature_noise: float = Field(0.3, ge=0)  #: sd of the noise on the group indicators
     seed: int = 0  #: seeds the context sample of the fixed-price baseline
-    #: named components reward() returns (margin, improvement, relative_to_cohort_median,
+    #: named components reward() returns (profit = the margin, improvement, relative_to_cohort_median,
     #: cohort_percentile_rank); empty: the margin as one number
     reward_components: list[str] = Field(default_factory=list)
     #: what "improvement" is measured against: "list_price" (m = 1.0), one multiplier (the current
@@ -125,6 +125,10 @@ class PricingConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "PricingConfig":
         check_component_names(self.reward_components, PRICING_COMPONENTS, "scenario.reward_components")
+        if self.reward_components and "profit" not in self.reward_components:
+            raise ValueError(f"scenario.reward_components {self.reward_components} must include 'profit', the outcome "
+                             "pilots and the gym environment observe (weight it 0 in grpo.reward_weights to train on "
+                             "the other parts alone)")
         ref = self.improvement_reference
         if isinstance(ref, str) and ref != "list_price":
             raise ValueError(f"scenario.improvement_reference {ref!r} is not \"list_price\", a multiplier in "
@@ -239,7 +243,7 @@ class PricingScenario(Scenario):
         margin = (u < q).to(q.dtype) * (m * c.base_price - c.unit_cost)
         if not c.reward_components:
             return margin
-        out = {"margin": margin}
+        out = {"profit": margin}
         if any(n in GROUP_RELATIVE for n in c.reward_components):
             ref = torch.tensor(c.reference_multipliers(), dtype=q.dtype, device=q.device)
             segment = contexts.extra.get("market", contexts.group).long()  # the scenario's own groups
