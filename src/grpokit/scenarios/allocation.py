@@ -37,7 +37,9 @@ reserve) and the same noise draw on both (a paired draw, so the noise cancels)::
 pooled over the B_c·G sampled decisions of cohort c (``Contexts.group``) in the batch
 (:func:`grpokit.rewards.components.group_relative_components`). Weigh them with
 ``grpo.reward_weights`` (a missing weight is 1, so ``reward`` next to ``revenue`` and
-``target_penalty`` counts the total twice unless one side gets weight 0).
+``target_penalty`` counts the total twice unless one side gets weight 0). A list must keep
+``reward`` (the outcome pilots observe; weight it 0 to train on the rest alone), unless it is
+revenue and target_penalty alone.
 
 Features the policy sees (``obs_dim = n_groups + n_conditions + 1``): the group one-hot plus
 N(0, feature_noise²) noise, z, and the budget scaled to [−1, 1].

@@ -46,7 +46,8 @@ draw: the customer who buys at p_ref = m_ref · base_price also buys at any lowe
 
 the median and the mid-ranks pooled over the B_c·G sampled decisions of cohort c
 (``Contexts.group``) in the batch (:func:`grpokit.rewards.components.group_relative_components`).
-With any component named, ``reward`` returns ``{name: [B, G]}`` for those named; weigh them with
+With any component named (the list must keep ``profit``, the outcome pilots observe; weight it 0
+to train on the rest alone), ``reward`` returns ``{name: [B, G]}`` for those named; weigh them with
 ``grpo.reward_weights`` (a missing weight is 1). ``expected_reward`` stays the margin.
 
 Baseline: :meth:`PricingScenario.best_fixed_price` is the single multiplier maximizing the mean
