@@ -197,18 +197,46 @@ def _assignment_table(scenario: Scenario, contexts: Contexts, actions: torch.Ten
     return table
 
 
-def _fairness(policies: dict, reference: str | None) -> None:
-    """Per policy: the lowest cohort improvement over ``reference`` and the spread between cohorts."""
+def _fairness(policies: dict, reference: str | None, suffix: str = "", key: str = "per_group") -> None:
+    """Per policy: the lowest cohort improvement over ``reference`` (min_c V_c − V_c^ref) and the
+    spread between cohorts (max − min), as ``lowest_cohort_improvement{suffix}`` and
+    ``cohort_improvement_spread{suffix}``; ``key``: which per-cohort values (``per_group``, ``per_market``)."""
     if reference is None or reference not in policies:
         return
-    ref = policies[reference].get("per_group") or {}
+    ref = policies[reference].get(key) or {}
     for block in policies.values():
-        pg = block.get("per_group") or {}
+        pg = block.get(key) or {}
         diffs = [pg[g] - ref[g] for g in pg if pg.get(g) is not None and ref.get(g) is not None]
         if diffs:
-            block["lowest_cohort_improvement"] = float(min(diffs))
-            block["cohort_improvement_spread"] = float(max(diffs) - min(diffs))
-            block["fairness_reference"] = reference
+            block[f"lowest_cohort_improvement{suffix}"] = float(min(diffs))
+            block[f"cohort_improvement_spread{suffix}"] = float(max(diffs) - min(diffs))
+            block[f"fairness_reference{suffix}"] = reference
+
+
+#: the segments a campaign aimed at active shoppers leaves untapped (the seed's "high-potential" ones)
+UNTAPPED_SEGMENTS = ("persuadable", "new_customer")
+
+
+def _segment_gains(scenario: Scenario, contexts: Contexts, policies: dict, reference: str = "no_offer") -> dict | None:
+    """Per policy: ``segment_gain_vs_no_offer.<segment>`` = V_s − V_s^ref (mean per customer of the
+    segment) and ``untapped_gain`` = Σ_{s ∈ UNTAPPED_SEGMENTS} share_s · (V_s − V_s^ref), the value per
+    customer of the whole base that the policy adds in persuadables and new customers. Returns the
+    segments' shares of the evaluation population (None for scenarios without latent segments)."""
+    names = list(getattr(scenario, "segment_names", None) or [])
+    if reference not in policies or not names or "segment" not in contexts.extra:
+        return None
+    seg = contexts.extra["segment"].long().cpu()
+    share = (torch.bincount(seg, minlength=len(names)).double() / len(seg)).tolist()
+    ref = policies[reference].get("per_segment") or {}
+    untapped = [s for s in UNTAPPED_SEGMENTS if s in names]
+    for block in policies.values():
+        ps = block.get("per_segment") or {}
+        gains = {s: ps[s] - ref[s] for s in names if ps.get(s) is not None and ref.get(s) is not None}
+        if gains:
+            block["segment_gain_vs_no_offer"] = gains
+        if untapped and all(s in gains for s in untapped):
+            block["untapped_gain"] = float(sum(share[names.index(s)] * gains[s] for s in untapped))
+    return {"shares": dict(zip(names, share)), "untapped": untapped}
 
 
 def _baseline_names(scenario: Scenario, cfg) -> list[str]:
@@ -327,6 +355,12 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     _sampling_intervals(scenario, contexts, assignments, policies, current_name)
     reference = "random" if "random" in policies else next((n for n in policies if n not in ("grpo", "oracle")), None)
     _fairness(policies, reference)
+    if getattr(scenario, "cohort_model", None) is not None and hasattr(scenario.base, "true_value"):
+        for name, a in assignments.items():  # discovered cohorts: also judge on the scenario's own cohorts
+            policies[name]["per_market"] = scenario.base.true_value(contexts, a)["per_group"]
+    _fairness(policies, "no_offer", "_vs_no_offer")  # each cohort's gain over sending nothing
+    _fairness(policies, "no_offer", "_vs_no_offer_market", key="per_market")
+    segments = _segment_gains(scenario, contexts, policies)
     if cfg.train_on == "logs":
         _off_policy_values(scenario, config, policies, deciders, policy, ab_log)
 
@@ -344,6 +378,8 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "lift_references": {"no_offer": "no_offer" if "no_offer" in policies else None, "current": current_name},
         "policies": policies,
     }
+    if segments is not None:
+        summary["segments"] = segments
     if cfg.train_on == "logs":
         summary["learner"] = train_summary.get("learner")
         summary["off_policy_assumption"] = _interference_note(scenario)

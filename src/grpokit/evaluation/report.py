@@ -14,7 +14,8 @@ from pathlib import Path
 
 from grpokit.atomic import atomic_write_text
 
-__all__ = ["write_report", "line_chart_svg", "bar_chart_svg", "table_html", "fmt_num", "fmt_pct", "fmt_rel", "fmt_ci"]
+__all__ = ["write_report", "line_chart_svg", "bar_chart_svg", "frontier_svg", "frontier_points", "frontier_html",
+           "table_html", "fmt_num", "fmt_pct", "fmt_rel", "fmt_ci"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1240px;padding:0 1em;color:#222}
@@ -34,8 +35,12 @@ _POLICY_COLUMNS = {
     "lift_share_vs_current": ("share of the oracle's lift over the current policy", "pct"),
     "spend": ("spend", "num"),
     "offer_rate_sure_things": ("offer rate, sure things", "pct"),
-    "lowest_cohort_improvement": ("lowest cohort gain", "num"),
-    "cohort_improvement_spread": ("cohort gain spread", "num"),
+    "lowest_cohort_improvement": ("lowest cohort gain vs random", "num"),
+    "cohort_improvement_spread": ("cohort gain spread vs random", "num"),
+    "lowest_cohort_improvement_vs_no_offer": ("lowest cohort gain vs no offer", "num"),
+    "cohort_improvement_spread_vs_no_offer": ("cohort gain spread vs no offer", "num"),
+    "lowest_cohort_improvement_vs_no_offer_market": ("lowest region × channel gain vs no offer", "num"),
+    "untapped_gain": ("gain in persuadables + new customers, per customer", "num"),
 }
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -198,6 +203,104 @@ def bar_chart_svg(values: dict[str, tuple[float, float | None, float | None]], *
     return "".join(out)
 
 
+def frontier_points(policies: dict, x_key: str = "lowest_cohort_improvement_vs_no_offer") -> list[dict]:
+    """One frontier point per policy of a run summary that has both figures: ``{label, x, y, kind}``
+    with x = its lowest cohort gain over no offer (min_c V_c − V_c^none), y = its value per unit;
+    ``kind`` is "objective" for grpo, "reference" for oracle / no_offer, "baseline" otherwise."""
+    out = []
+    for name, p in policies.items():
+        x, y = p.get(x_key), p.get("value")
+        if x is None or y is None:
+            continue
+        kind = "objective" if name.startswith("grpo") else "reference" if name in ("oracle", "no_offer") else "baseline"
+        out.append({"label": name, "x": float(x), "y": float(y), "kind": kind})
+    return out
+
+
+def frontier_svg(points: list[dict], *, width=760, height=420, title="",
+                 xlabel="lowest cohort gain over no offer (per customer)", ylabel="profit per customer") -> str:
+    """Scatter of profit against lowest-cohort gain: ``points`` are ``{label, x, y, kind, series?,
+    x_err?, y_err?}``; "objective" points are dots coloured by ``series`` (a dotted line joins the
+    points of a series that no other point of it beats on both axes: its frontier), "baseline"
+    points are black squares, "reference" points (oracle, no offer) grey diamonds; ``*_err``: a
+    whisker of ± that much (e.g. the spread over seeds)."""
+    good = [p for p in points if p.get("x") is not None and p.get("y") is not None
+            and math.isfinite(p["x"]) and math.isfinite(p["y"])]
+    if not good:
+        return "<p class='note'>no data</p>"
+    xs = [v for p in good for v in (p["x"] - (p.get("x_err") or 0), p["x"] + (p.get("x_err") or 0))]
+    ys = [v for p in good for v in (p["y"] - (p.get("y_err") or 0), p["y"] + (p.get("y_err") or 0))]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    dx, dy = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+    x0, x1, y0, y1 = x0 - 0.05 * dx, x1 + 0.05 * dx, y0 - 0.05 * dy, y1 + 0.05 * dy
+    pad_l, pad_r, pad_t, pad_b = 60, 170, 25, 40
+
+    def sx(x):
+        return pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)
+
+    def sy(y):
+        return height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)
+
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img'>"]
+    out.append(f"<text x='{pad_l}' y='15' font-size='13'>{html.escape(title)}</text>")
+    out.append(f"<line x1='{pad_l}' y1='{height - pad_b}' x2='{width - pad_r}' y2='{height - pad_b}' stroke='#999'/>")
+    out.append(f"<line x1='{pad_l}' y1='{pad_t}' x2='{pad_l}' y2='{height - pad_b}' stroke='#999'/>")
+    for y in (y0, (y0 + y1) / 2, y1):
+        out.append(f"<text x='{pad_l - 5}' y='{sy(y) + 4:.1f}' font-size='10' text-anchor='end'>{y:.3g}</text>")
+    for x in (x0, (x0 + x1) / 2, x1):
+        out.append(f"<text x='{sx(x):.1f}' y='{height - pad_b + 14}' font-size='10' text-anchor='middle'>{x:.3g}</text>")
+    if x0 < 0 < x1:
+        out.append(f"<line x1='{sx(0):.1f}' y1='{pad_t}' x2='{sx(0):.1f}' y2='{height - pad_b}' stroke='#bbb' stroke-dasharray='3,3'/>")
+    out.append(f"<text x='{(pad_l + width - pad_r) / 2}' y='{height - 8}' font-size='11' text-anchor='middle'>{html.escape(xlabel)}</text>")
+    out.append(f"<text x='12' y='{(pad_t + height - pad_b) / 2}' font-size='11' text-anchor='middle' "
+               f"transform='rotate(-90 12 {(pad_t + height - pad_b) / 2})'>{html.escape(ylabel)}</text>")
+    series = list(dict.fromkeys(p.get("series", "") for p in good if p.get("kind", "objective") == "objective"))
+    colour = {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(series)}
+    for name in series:  # the series' own frontier: points no other point of the series beats on both axes
+        pts = [p for p in good if p.get("kind", "objective") == "objective" and p.get("series", "") == name]
+        front = sorted((p for p in pts if not any(q["x"] >= p["x"] and q["y"] >= p["y"] and (q["x"], q["y"]) != (p["x"], p["y"])
+                                                   for q in pts)), key=lambda p: p["x"])
+        if len(front) > 1:
+            path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in front)
+            out.append(f"<polyline fill='none' stroke='{colour[name]}' stroke-width='1.2' stroke-dasharray='2,3' points='{path}'/>")
+    for p in good:
+        cx, cy, kind = sx(p["x"]), sy(p["y"]), p.get("kind", "objective")
+        c = colour.get(p.get("series", ""), "#000") if kind == "objective" else ("#000" if kind == "baseline" else "#888")
+        if p.get("x_err"):
+            out.append(f"<line x1='{sx(p['x'] - p['x_err']):.1f}' y1='{cy:.1f}' x2='{sx(p['x'] + p['x_err']):.1f}' y2='{cy:.1f}' stroke='{c}' opacity='.6'/>")
+        if p.get("y_err"):
+            out.append(f"<line x1='{cx:.1f}' y1='{sy(p['y'] - p['y_err']):.1f}' x2='{cx:.1f}' y2='{sy(p['y'] + p['y_err']):.1f}' stroke='{c}' opacity='.6'/>")
+        if kind == "objective":
+            out.append(f"<circle class='objective' cx='{cx:.1f}' cy='{cy:.1f}' r='4' fill='{c}'/>")
+        elif kind == "baseline":
+            out.append(f"<rect class='baseline' x='{cx - 4:.1f}' y='{cy - 4:.1f}' width='8' height='8' fill='{c}'/>")
+        else:
+            out.append(f"<polygon class='reference' points='{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} "
+                       f"{cx - 5:.1f},{cy:.1f}' fill='{c}'/>")
+        out.append(f"<text x='{cx + 6:.1f}' y='{cy - 5:.1f}' font-size='9' fill='{c}'>{html.escape(str(p.get('label', '')))}</text>")
+    for i, name in enumerate(series):
+        if name:
+            out.append(f"<text x='{width - pad_r + 10}' y='{pad_t + 14 * i + 10}' font-size='11' fill='{colour[name]}'>● {html.escape(name)}</text>")
+    k = len([s_ for s_ in series if s_])
+    out.append(f"<text x='{width - pad_r + 10}' y='{pad_t + 14 * k + 10}' font-size='11'>■ baseline</text>")
+    out.append(f"<text x='{width - pad_r + 10}' y='{pad_t + 14 * k + 24}' font-size='11' fill='#888'>◆ oracle / no offer</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def frontier_html(frontier: dict) -> str:
+    """A frontier block: ``{"points": [...]}`` (:func:`frontier_svg`), optionally ``title``, ``note``
+    and ``table`` = ``{"header", "rows", "kinds"}`` (:func:`table_html`)."""
+    parts = []
+    if frontier.get("note"):
+        parts.append(f"<p class='note'>{html.escape(frontier['note'])}</p>")
+    parts.append(frontier_svg(frontier.get("points") or [], title=frontier.get("title", "profit against the lowest cohort gain")))
+    t = frontier.get("table")
+    if t:
+        parts.append(table_html(t["header"], t["rows"], t.get("kinds")))
+    return "".join(parts)
+
+
 def _cohort_table(policies: dict, groups: list[str], cohort_label: str) -> str:
     """Value per cohort and policy with its interval; the longer of the two lists goes in the rows."""
     def cell(p: dict, g: str):
@@ -242,6 +345,43 @@ def write_report(
         parts.append("<div class='headline'><ul>" + "".join(f"<li>{html.escape(h)}</li>" for h in headline) + "</ul></div>")
     for n in notes or []:
         parts.append(f"<p class='note'>{html.escape(n)}</p>")
+    if policies:
+        _policy_parts(parts, policies, value_label)
+    frontier = summary.get("frontier") or ({"points": frontier_points(policies)} if policies else None)
+    if frontier and frontier.get("points"):
+        parts.append("<h2>Profit and fairness: the frontier</h2>")
+        if not summary.get("frontier"):
+            parts.append("<p class='note'>each policy's value per unit against its lowest cohort gain over sending no "
+                         "offer (min over cohorts of V_c − V_c(no offer)); up and to the right is better on both</p>")
+        parts.append(frontier_html(frontier))
+    groups = list(dict.fromkeys(g for p in policies.values() for g in (p.get("per_group") or {})))
+    if groups:
+        ci_note = " (95 % intervals below the values)" if any(p.get("per_group_ci") for p in policies.values()) else ""
+        parts.append(f"<h2>Value per {html.escape(cohort_label)}</h2><p class='note'>{html.escape(value_label)}{ci_note}</p>")
+        parts.append(_cohort_table(policies, groups, cohort_label))
+    for sec_title, body in sections or []:
+        parts.append(f"<h2>{html.escape(sec_title)}</h2>{body}")
+    if curves and any(curves.values()):
+        parts.append("<h2>Training</h2>")
+        parts.append(line_chart_svg(curves, title="training curves", width=760))
+    if assignment:
+        actions = list(dict.fromkeys(a for shares in assignment.values() for a in shares))
+        parts.append("<h2>Who gets which decision</h2><p class='note'>share of each cohort given each decision by the trained policy</p>")
+        parts.append(table_html(["cohort", *actions], [[c, *[shares.get(a, 0.0) for a in actions]] for c, shares in assignment.items()],
+                                ["raw", *[("num" if a == "mean decision" else "pct") for a in actions]]))
+    if explanation:
+        parts.append("<h2>How the policy decides</h2>")
+        parts.append(
+            f"<p>A decision tree of depth {explanation.get('depth')} ({explanation.get('n_leaves')} leaves) fitted to the "
+            f"policy's decisions reproduces {100 * explanation['fidelity']:.1f} % of them on held-out customers (fidelity).</p>"
+        )
+        parts.append(f"<pre>{html.escape(explanation['rules'])}</pre>")
+    parts.append("</body></html>")
+    return atomic_write_text(path, "".join(parts))
+
+
+def _policy_parts(parts: list[str], policies: dict, value_label: str) -> None:
+    """The value bars, the differences with the current policy and the policy table, appended to ``parts``."""
     parts.append("<h2>Value per policy</h2>")
     bars = {name: (float(p["value"]), p.get("ci_low"), p.get("ci_high")) for name, p in policies.items()
             if p.get("value") is not None}
@@ -274,27 +414,3 @@ def write_report(
             row.append((o["value"], o["ci_low"], o["ci_high"]) if o else None)
         rows.append(row + [p.get(k) for k in shown])
     parts.append(table_html(header, rows, col_kinds))
-    groups = list(dict.fromkeys(g for p in policies.values() for g in (p.get("per_group") or {})))
-    if groups:
-        ci_note = " (95 % intervals below the values)" if any(p.get("per_group_ci") for p in policies.values()) else ""
-        parts.append(f"<h2>Value per {html.escape(cohort_label)}</h2><p class='note'>{html.escape(value_label)}{ci_note}</p>")
-        parts.append(_cohort_table(policies, groups, cohort_label))
-    for sec_title, body in sections or []:
-        parts.append(f"<h2>{html.escape(sec_title)}</h2>{body}")
-    if curves and any(curves.values()):
-        parts.append("<h2>Training</h2>")
-        parts.append(line_chart_svg(curves, title="training curves", width=760))
-    if assignment:
-        actions = list(dict.fromkeys(a for shares in assignment.values() for a in shares))
-        parts.append("<h2>Who gets which decision</h2><p class='note'>share of each cohort given each decision by the trained policy</p>")
-        parts.append(table_html(["cohort", *actions], [[c, *[shares.get(a, 0.0) for a in actions]] for c, shares in assignment.items()],
-                                ["raw", *[("num" if a == "mean decision" else "pct") for a in actions]]))
-    if explanation:
-        parts.append("<h2>How the policy decides</h2>")
-        parts.append(
-            f"<p>A decision tree of depth {explanation.get('depth')} ({explanation.get('n_leaves')} leaves) fitted to the "
-            f"policy's decisions reproduces {100 * explanation['fidelity']:.1f} % of them on held-out customers (fidelity).</p>"
-        )
-        parts.append(f"<pre>{html.escape(explanation['rules'])}</pre>")
-    parts.append("</body></html>")
-    return atomic_write_text(path, "".join(parts))
