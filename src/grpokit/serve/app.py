@@ -128,6 +128,7 @@ class ServeState:
         self.loader = loader
         self.store = Path(config.store)
         self.index: dict[str, _Event] = {}
+        self._pending: list = []  #: single decisions waiting for this event-loop turn's group
         self._order: collections.deque = collections.deque()
         self.old_ids: set[str] = set()
         self.policies: Policies | None = None
@@ -139,7 +140,7 @@ class ServeState:
         self.log = DecisionLog(self.store, config.wal_dir, group_commit_ms=c.group_commit_ms, fsync=c.fsync,
                                flush_interval_s=c.flush_interval_s, poll_interval_s=c.poll_interval_s,
                                segment_max_bytes=c.segment_max_bytes,
-                               lock_timeout_s=c.store_lock_timeout_s, on_flush=self._poll)
+                               lock_timeout_s=c.store_lock_timeout_s, on_flush=self._poll, writers=c.writers)
         self.metrics = Metrics(lambda: self.log.queued, lambda: self.log.unflushed)
 
     # ------------------------------------------------------------------ start and stop
@@ -280,13 +281,17 @@ class ServeState:
                 self.remember(eid, ev)
             ev = self.index.get(eid, ev)
         if ev is not None and ev.fut is not None and not ev.fut.done():
-            await asyncio.wrap_future(ev.fut)
+            await (ev.fut if asyncio.isfuture(ev.fut) else asyncio.wrap_future(ev.fut))
         return ev
 
     # ------------------------------------------------------------------ decisions
     async def decide(self, body) -> dict | list:
         cfg = self.config
         items, is_batch, want_probs = parse_decide(body, cfg.limits.max_batch)
+        if not is_batch:
+            eid = items[0].event_id
+            if eid is None or (eid not in self.index and eid not in self.old_ids):
+                return _public(await self._decide_single(items[0], eid), want_probs)
         pol = self.policies
         now = time.time()
         out: list = [None] * len(items)
@@ -307,11 +312,11 @@ class ServeState:
         records, responses = [], []
         if new:
             records, responses = self._draw(items, new, pol, now, is_batch)
-            fut = self.log.submit(records)
+            fut = asyncio.wrap_future(self.log.submit(records))
             for (i, eid), resp, rec in zip(new, responses, records):
                 self.remember(eid, _Event(now, rec["deferred"], None, 0, resp, fut))
             try:
-                await asyncio.wrap_future(fut)
+                await fut
             except OSError as err:
                 for _, eid in new:
                     self.forget(eid)
@@ -329,10 +334,96 @@ class ServeState:
             out[i] = _public(ev.response, want_probs, replay=(eid not in batch_ids or batch_ids[eid] != i))
         return {"decisions": out} if is_batch else out[0]
 
-    def _draw(self, items, new, pol: Policies, now: float, is_batch: bool):
+    # ------------------------------------------------------------------ single decisions, micro-batched
+    async def _decide_single(self, item, eid: str | None) -> tuple[dict, list | None]:
+        """Decide one new event together with the other single requests that reach the event loop in
+        the same turn: one forward pass, one log submission and one fsync'd group commit for all of
+        them (each still gets its own uniform, arm, record and answer). The event enters the index at
+        once (a concurrent retry of the same id waits for it, then replays it)."""
+        loop = asyncio.get_running_loop()
+        if eid is None:
+            eid = os.urandom(16).hex()
+        ev = _Event(time.time(), item.defer, None, 0, None, loop.create_future())
+        self.remember(eid, ev)
+        self._pending.append((item, eid, ev))
+        if not self._pending_scheduled:
+            self._pending_scheduled = True
+            loop.call_soon(self._run_pending)
+        await ev.fut
+        return ev.response
+
+    _pending_scheduled = False
+
+    def _run_pending(self) -> None:
+        """Draw the pending single decisions as one group and submit their records (see _decide_single)."""
+        self._pending_scheduled = False
+        group, self._pending = self._pending, []
+        if not group:
+            return
+        try:
+            records, responses = self._draw_group(group)
+        except BaseException as err:  # noqa: BLE001 - every waiting request gets the error
+            for _, eid, ev in group:
+                self._fail(eid, ev, err)
+            return
+        ok = [(g, resp) for g, resp in zip(group, responses) if resp is not None]
+        if not ok:
+            return
+        for ((_, _, ev), resp) in ok:
+            ev.response = resp
+        fut = asyncio.wrap_future(self.log.submit([r for r in records if r is not None]))
+        fut.add_done_callback(lambda f: self._settle(ok, f))
+
+    def _draw_group(self, group):
+        """``(records, responses)`` of a group of single decisions; a row whose context the policy refuses
+        fails its own request only (the group is then drawn one by one, for each row's exact error)."""
+        from grpokit.policy.features import FeatureError
+
+        items = [it for it, _, _ in group]
+        new = [(k, eid) for k, (_, eid, _) in enumerate(group)]
+        ts = [ev.ts for _, _, ev in group]
+        try:
+            return self._draw(items, new, self.policies, ts, False)
+        except ApiError:
+            if len(group) == 1:
+                raise
+        records, responses = [None] * len(group), [None] * len(group)
+        for k, (it, eid, ev) in enumerate(group):
+            try:
+                (rec,), (resp,) = self._draw([it], [(0, eid)], self.policies, [ev.ts], False)
+            except (ApiError, FeatureError) as err:
+                self._fail(eid, ev, err)
+                continue
+            records[k], responses[k] = rec, resp
+        return records, responses
+
+    def _fail(self, eid: str, ev: _Event, err: BaseException) -> None:
+        if self.index.get(eid) is ev:
+            self.forget(eid)
+        if not ev.fut.done():
+            ev.fut.set_exception(err)
+
+    def _settle(self, ok: list, fut) -> None:
+        err = OSError("the log submission was cancelled") if fut.cancelled() else fut.exception()
+        if err is not None:
+            if isinstance(err, OSError):
+                err = ApiError(503, f"the decision log could not be written ({err}); nothing was decided")
+            for (_, eid, ev), _ in ok:
+                self._fail(eid, ev, err)
+            return
+        counts = collections.Counter((r["action"] if isinstance(r["action"], str) else "continuous", r["arm"])
+                                     for (r, _) in (resp for _, resp in ok))
+        for (label, arm), n in counts.items():
+            self.metrics.decisions.labels(label, arm).inc(n)
+        for (_, _, ev), _ in ok:
+            if not ev.fut.done():
+                ev.fut.set_result(None)
+
+    def _draw(self, items, new, pol: Policies, now: float | list[float], is_batch: bool):
         from grpokit.policy.features import FeatureError
 
         cfg = self.config
+        per_item_ts = now if isinstance(now, list) else None
         rollout = pol.rollout
         cur, cand = pol.current, pol.candidate
         group_field = getattr(cur, "group_field", "cohort")
@@ -374,7 +465,8 @@ class ServeState:
                 it = items[i]
                 q = probs[j] if probs is not None else None
                 rec = {
-                    "k": "d", "event_id": eid, "ts": now, "policy_version": dp.version, "arm": arms[k],
+                    "k": "d", "event_id": eid, "ts": now if per_item_ts is None else per_item_ts[i],
+                    "policy_version": dp.version, "arm": arms[k],
                     "unit_id": it.unit_id, "cohort": cohorts[k],
                     "context": it.context,
                     "action_code": actions[j] if categorical else None,

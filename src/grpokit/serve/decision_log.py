@@ -1,13 +1,17 @@
 """The durable decision log: a write-ahead log of segment files, group-committed, flushed into DuckDB.
 
 Guarantee: a record (decision, reward, activation) is acknowledged only after the bytes of its
-line are written to the current segment file and ``fsync``'d (``fdatasync``), so an acknowledged
-record survives a crash of the process or the machine (as far as the disk honours fsync). Every
-record waiting while one fsync runs goes into the next one together (group commit; optionally
-after ``group_commit_ms`` of extra gathering), so one fsync serves many requests.
+line are written to the current segment file and an ``fdatasync`` of that file, called after
+the write completed, has returned: an acknowledged record survives a crash of the process or the
+machine (as far as the disk honours fsync). Group commit, pipelined: ``writers`` threads (default
+2) each take everything queued (optionally after ``group_commit_ms`` of extra gathering), write it
+under the file lock, then fsync outside it, so one group's fsync overlaps the next group's write
+and fsync (the kernel batches concurrent fsyncs of one file into one journal commit); one fsync
+serves every request of its group.
 
 A flusher thread, every ``flush_interval_s`` (default 5 s): closes the current segment (a new one takes the
-writes), reads every closed segment, inserts its records into the store's tables in one DuckDB
+writes), waits for the fsyncs still running on the closed ones, reads every closed segment, builds Arrow
+tables of its records, inserts its records into the store's tables in one DuckDB
 transaction (``INSERT OR IGNORE`` on the primary keys: event_id, reward_id), records the segment in
 ``serve_segments``, commits, and only then deletes the segment files. On start,
 :meth:`DecisionLog.recover` does the same for every segment left by a previous process, before
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from grpokit.serve import jsonio
 from grpokit.serve.tables import DECISION_COLUMNS, REWARD_COLUMNS, StoreBusy, connect
@@ -82,24 +88,43 @@ def read_segment(path: Path) -> tuple[list[dict], bool]:
     return out, torn
 
 
-def _epoch_to_ts(values) -> pd.Series:
-    return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s")
-
-
 def _as_json_text(values) -> list:
     return [v if v is None or isinstance(v, str) else jsonio.dumps(v).decode() for v in values]
 
 
-def _frame(records: list[dict], names: list[str], ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(records)
-    for n in names:
-        if n not in df.columns:
-            df[n] = None
-    for c in ts_cols:
-        df[c] = _epoch_to_ts(df[c])
-    for c in json_cols:
-        df[c] = _as_json_text(df[c])
-    return df[names]
+_ARROW_TYPES = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "INTEGER": pa.int64(), "BIGINT": pa.int64(),
+                "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_()}
+
+
+def _epoch_us(values: list) -> pa.Array:
+    """Epoch seconds (floats) as ``timestamp[us]``: ``floor(s * 10^6)`` microseconds."""
+    us = pc.floor(pc.multiply(pa.array(values, pa.float64()), 1e6))
+    return pc.cast(pc.cast(us, pa.int64()), pa.timestamp("us"))
+
+
+def _table(records: list[dict], columns, key: str, ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pa.Table:
+    """An Arrow table of ``records`` in ``columns`` (name, DuckDB type), first record per ``key`` kept;
+    epoch-second ``ts_cols`` as timestamps, ``json_cols`` as JSON text. Built column by column (no
+    per-row frame construction)."""
+    seen: set = set()
+    uniq = []
+    for r in records:
+        k = r.get(key)
+        if k not in seen:
+            seen.add(k)
+            uniq.append(r)
+    arrays, names = [], []
+    for name, sql_type in columns:
+        col = [r.get(name) for r in uniq]
+        if name in ts_cols:
+            arr = _epoch_us(col)
+        else:
+            if name in json_cols:
+                col = _as_json_text(col)
+            arr = pa.array(col, _ARROW_TYPES[sql_type.split()[0]])
+        arrays.append(arr)
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 class DecisionLog:
@@ -107,7 +132,7 @@ class DecisionLog:
 
     def __init__(self, store: str | Path, wal_dir: str | Path, *, group_commit_ms: float = 1.0, fsync: bool = True,
                  flush_interval_s: float = 5.0, segment_max_bytes: int = 64 << 20, lock_timeout_s: float = 10.0,
-                 on_flush: Callable | None = None, poll_interval_s: float = 1.0) -> None:
+                 on_flush: Callable | None = None, poll_interval_s: float = 1.0, writers: int = 2) -> None:
         self.store = Path(store)
         self.wal_dir = Path(wal_dir)
         self.group_commit_s = group_commit_ms / 1000.0
@@ -124,12 +149,16 @@ class DecisionLog:
         self._fd: int | None = None
         self._seq = 0
         self._size = 0
-        self._writer: threading.Thread | None = None
+        self.n_writers = max(1, int(writers))
+        self._inflight: dict[int, int] = {}  #: segment seq -> fsyncs running on it (under _sync_cond)
+        self._sync_cond = threading.Condition()
+        self._writers: list[threading.Thread] = []
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._count_lock = threading.Lock()
         self.submitted = 0  #: records submitted (written by the submitting thread only)
-        self.written = 0  #: records through the writer, acknowledged or failed (writer thread only)
-        self.acked = 0  #: records acknowledged (fsync'd) by this process (writer thread only)
+        self.written = 0  #: records through the writers, acknowledged or failed (under _count_lock)
+        self.acked = 0  #: records acknowledged (fsync'd) by this process (under _count_lock)
         self.flushed = 0  #: records moved into DuckDB by this process (flusher only; replay included)
         self.replayed = 0  #: records moved into DuckDB by :meth:`recover`
         self.last_flush_error: str | None = None
@@ -221,22 +250,20 @@ class DecisionLog:
             con.execute("BEGIN TRANSACTION")
             try:
                 if decisions:
-                    df = _frame(decisions, _DECISION_NAMES, ("ts",), ("context", "probabilities", "action_value"))
-                    df = df.drop_duplicates("event_id")
+                    df = _table(decisions, DECISION_COLUMNS, "event_id", ("ts",), ("context", "probabilities", "action_value"))
                     con.register("__serve_d", df)
                     con.execute(f"INSERT OR IGNORE INTO decisions ({', '.join(_DECISION_NAMES)}) "
                                 f"SELECT {', '.join(_DECISION_NAMES)} FROM __serve_d")
                     con.unregister("__serve_d")
                 if rewards:
-                    df = _frame(rewards, _REWARD_NAMES, ("received_at",), ("components",)).drop_duplicates("reward_id")
+                    df = _table(rewards, REWARD_COLUMNS, "reward_id", ("received_at",), ("components",))
                     con.register("__serve_r", df)
                     con.execute(f"INSERT OR IGNORE INTO rewards ({', '.join(_REWARD_NAMES)}) "
                                 f"SELECT {', '.join(_REWARD_NAMES)} FROM __serve_r")
                     con.unregister("__serve_r")
                 if activations:
-                    df = pd.DataFrame.from_records(activations)[["event_id", "activated_at"]]
-                    df["activated_at"] = _epoch_to_ts(df["activated_at"])
-                    df = df.drop_duplicates("event_id")
+                    df = _table(activations, (("event_id", "VARCHAR"), ("activated_at", "TIMESTAMP")), "event_id",
+                                ("activated_at",))
                     con.register("__serve_a", df)
                     con.execute("INSERT OR IGNORE INTO activations SELECT event_id, activated_at FROM __serve_a")
                     con.unregister("__serve_a")
@@ -270,6 +297,8 @@ class DecisionLog:
                 with self._fd_lock:
                     self._rotate()
                     current = self._seq
+                with self._sync_cond:  # a closed segment is read once its last fsync returned
+                    self._sync_cond.wait_for(lambda: not any(n for s, n in self._inflight.items() if s < current))
                 segs = [(s, p) for s, p in self._segments() if s < current]
             started = time.time()
             info = {"segments": 0, "records": 0, "inserted": 0, "torn": 0}
@@ -324,9 +353,11 @@ class DecisionLog:
         with self._fd_lock:
             if self._fd is None:
                 self._open_segment()
-        self._writer = threading.Thread(target=self._write_loop, name="grpokit-wal-writer", daemon=True)
+        self._writers = [threading.Thread(target=self._write_loop, name=f"grpokit-wal-writer-{k}", daemon=True)
+                         for k in range(self.n_writers)]
         self._flusher = threading.Thread(target=self._flush_loop, name="grpokit-wal-flusher", daemon=True)
-        self._writer.start()
+        for t in self._writers:
+            t.start()
         self._flusher.start()
 
     def submit(self, records: list[dict]) -> cf.Future:
@@ -338,6 +369,8 @@ class DecisionLog:
         return fut
 
     def _write_loop(self) -> None:
+        """One writer: take every queued submission, write them under the file lock, fsync outside it
+        (a duplicate descriptor, so the flusher may close and rotate the file meanwhile), acknowledge."""
         while True:
             item = self._q.get()
             if item is _STOP:
@@ -351,34 +384,52 @@ class DecisionLog:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
+                if nxt is _STOP:  # this writer's stop; the other writers' stops stay queued
                     stop = True
                     break
                 batch.append(nxt)
             data = b"".join(b[0] for b in batch)
             n = sum(b[1] for b in batch)
+            err = None
+            sync_fd = seq = None
             try:
                 with self._fd_lock:
                     view = memoryview(data)
                     while view:
                         written = os.write(self._fd, view)
                         view = view[written:]
-                    if self.fsync:
-                        _sync(self._fd)
                     self._size += len(data)
+                    if self.fsync:
+                        sync_fd, seq = os.dup(self._fd), self._seq
+                        with self._sync_cond:
+                            self._inflight[seq] = self._inflight.get(seq, 0) + 1
                     if self._size >= self.segment_max_bytes:
                         self._rotate()
-                err = None
             except OSError as e:  # disk full, I/O error: refuse to acknowledge
                 err = e
-            self.written += n
+            if sync_fd is not None:
+                try:
+                    _sync(sync_fd)  # covers every byte written to the file before the call: this group's
+                except OSError as e:
+                    err = e
+                finally:
+                    os.close(sync_fd)
+                    with self._sync_cond:
+                        left = self._inflight[seq] - 1
+                        if left:
+                            self._inflight[seq] = left
+                        else:
+                            del self._inflight[seq]
+                        self._sync_cond.notify_all()
+            with self._count_lock:
+                self.written += n
+                if err is None:
+                    self.acked += n
             for _, _, fut in batch:
                 if err is None:
                     fut.set_result(None)
                 else:
                     fut.set_exception(err)
-            if err is None:
-                self.acked += n
             if stop:
                 return
 
@@ -392,9 +443,11 @@ class DecisionLog:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
-        if self._writer is not None:
+        for _ in self._writers:
             self._q.put(_STOP)
-            self._writer.join()
+        for t in self._writers:
+            t.join()
+        self._writers = []
         self.flush()
         with self._fd_lock:
             if self._fd is not None:
