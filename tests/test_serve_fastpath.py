@@ -134,3 +134,34 @@ def test_item_unusual_shapes_go_to_the_full_check(obj):
         assert ours.value.body() == err.body()
     else:
         assert _item(obj, ["batch", 3]) == expected
+
+
+def _typed(obj):
+    """``obj`` with every scalar tagged by its type (so 1 and 1.0 compare unequal)."""
+    if isinstance(obj, dict):
+        return {k: _typed(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_typed(v) for v in obj]
+    return (type(obj).__name__, obj)
+
+
+def test_jsonio_loads_equals_json_on_random_bodies_with_long_digit_runs():
+    rng = np.random.default_rng(0)
+
+    def scalar():
+        k = rng.integers(7)
+        digits = "".join(rng.choice(list("0123456789"), int(rng.integers(1, 26))))
+        if k == 0:  # an integer token, maybe past 64 bits
+            return ("-" if rng.random() < 0.5 else "") + (digits.lstrip("0") or "0")
+        if k == 1:  # a float with a long fraction or exponent
+            return f"0.{digits}" if rng.random() < 0.5 else f"1e-{digits[:3]}"
+        if k == 2:  # digits inside a string (an id)
+            return json.dumps("ab" + digits + "c" if rng.random() < 0.5 else digits)
+        if k == 3:
+            return f"{digits.lstrip('0') or '1'}.5"
+        return repr(float(rng.normal()))
+
+    for _ in range(300):
+        parts = [f'"k{j}":' + (f"[{scalar()},{scalar()}]" if rng.random() < 0.3 else scalar()) for j in range(6)]
+        body = ("{" + ", ".join(parts) + "}").encode()
+        assert _typed(jsonio.loads(body)) == _typed(json.loads(body)), body

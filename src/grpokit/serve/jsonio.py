@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 __all__ = ["loads", "dumps", "NonFinite", "HAVE_ORJSON"]
 
@@ -26,8 +25,10 @@ except ImportError:  # pragma: no cover - the serve extra installs it
     _orjson = None
 
 HAVE_ORJSON = _orjson is not None
-#: a run of 19+ digits: the cheap screen of :func:`_maybe_big_int` (a C scan, no look-around)
-_DIGIT_RUN = re.compile(rb"[0-9]{19,}")
+#: bytes -> digit mask ("0" for a digit, " " for anything else): runs of 19+ digits are then found by
+#: bytes.find (a C substring search; a regex such as [0-9]{19,} backtracks at every shorter run)
+_DIGIT_MASK = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_RUN19 = b"0" * 19
 #: what may stand right before a JSON number token (after its optional minus sign); anything else
 #: before a digit run (a letter, a quote, '.', 'e', '+', a digit) means a string's or a float's digits
 _NUMBER_START = frozenset(b"[,: \t\r\n")
@@ -40,16 +41,18 @@ def _maybe_big_int(data: bytes) -> bool:
     unless it follows a character that cannot start a number token or is followed by a fraction or
     an exponent (then it is a float's, which both parsers read alike). Digits inside a string that
     look like a number token (after a space or a comma) count too: harmless, json decides."""
-    for m in _DIGIT_RUN.finditer(data):
-        i = m.start()
+    mask = data.translate(_DIGIT_MASK)
+    i = mask.find(_RUN19)
+    while i >= 0:
+        end = mask.find(b" ", i)
+        if end < 0:
+            end = len(data)
+        nxt = mask.find(_RUN19, end)
         if i > 0 and data[i - 1] == 45:  # '-'
             i -= 1
-        if i > 0 and data[i - 1] not in _NUMBER_START:
-            continue
-        end = m.end()
-        if end < len(data) and data[end] in _FLOAT_CONT:
-            continue
-        return True
+        if (i == 0 or data[i - 1] in _NUMBER_START) and not (end < len(data) and data[end] in _FLOAT_CONT):
+            return True
+        i = nxt
     return False
 
 
