@@ -263,12 +263,21 @@ class CohortsConfig(_Strict):
     seed: Int = 0
     fit_size: Int = Field(5000, ge=50)  #: customers sampled (seeded) to fit the cohort model on
 
-    @field_validator("k")
+    @field_validator("k", mode="before")
     @classmethod
     def _k(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"k must be 'auto' or a number >= 1, got {v}")
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"k must be \"auto\" or a whole number >= 1, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _select_fits_method(self):
+        if self.method == "kmeans" and self.select == "bic":
+            raise ValueError('cohorts.select = "bic" needs a likelihood, which k-means does not have: '
+                             'use cohorts.method = "gmm" with bic, or cohorts.select = "silhouette"')
+        return self
 
 
 class RunConfig(_Strict):

@@ -84,9 +84,15 @@ def with_cohorts(scenario: Scenario, cfg) -> Scenario:
     unknown = [f for f in features if f not in names]
     if unknown:
         raise ValueError(f"cohorts.features {unknown} are not features of scenario {scenario.name!r}: {names}")
+    if isinstance(cfg.k, int) and cfg.k > cfg.fit_size:
+        raise ValueError(f"cohorts.k = {cfg.k} is more than cohorts.fit_size = {cfg.fit_size}, the customers "
+                         "the cohort model is fitted on")
     ctx = scenario.sample_contexts(cfg.fit_size, torch.Generator().manual_seed(cfg.seed + 4_242))
     frame = pd.DataFrame(ctx.obs.double().numpy(), columns=names)[features]
-    cm = CohortModel(cfg.method, n_cohorts=cfg.k, select=cfg.select, features=features, seed=cfg.seed).fit(frame)
+    try:
+        cm = CohortModel(cfg.method, n_cohorts=cfg.k, select=cfg.select, features=features, seed=cfg.seed).fit(frame)
+    except ValueError as err:
+        raise ValueError(f"cohorts ({cfg.method}, k = {cfg.k!r}): {err}") from None
     if np.unique(cm.labels_).size < 1:
         raise ValueError("cohort discovery found no cohort")
     return CohortScenario(scenario, cohort_model_to_dict(cm), names)

@@ -15,6 +15,11 @@ gets the same decisions for the same seed. The action is the first a with ``cums
 Continuous heads (Beta, Dirichlet, Gaussian-softmax) draw one sample per row from a generator
 seeded by that row's hash and report its density (``propensities`` = pdf, ``log_density``);
 ``epsilon`` does not apply to them.
+
+A policy that embeds the cohort reads it from the row's ``cohort`` field; when the file carries
+the cohort model its run discovered (``metadata["cohort_model"]``, plain data), a row without
+that field gets c = :func:`grpokit.groups.assign` (model, row's features): the cohort the training
+run would have given it (``fields`` lists ``cohort`` as optional then).
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class DeployedPolicy:
             self.action_labels = None
         self.group_labels = [str(g) for g in metadata.get("group_labels") or []] or None
         self.needs_group = policy.torso.embedding is not None
+        self.cohort_model = self._check_cohort_model(metadata.get("cohort_model"))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -124,12 +130,71 @@ class DeployedPolicy:
             f.pop("std", None)
         if self.needs_group:
             out.append({"name": self.group_field, "type": "category", "categories": self.group_labels or []})
+            if self.cohort_model is not None:  # a row without it is assigned by the stored cohort model
+                out[-1].update(optional=True, assigned_by=f"{self.cohort_model['method']} cohort model on "
+                                                          + ", ".join(self.cohort_model["features"]))
         return out
 
     def describe(self) -> dict:
         """What a client needs to call the policy (for ``GET /v1/policy`` and ``grpokit score``)."""
-        return {"version": self.version, "kind": self.kind, "actions": self.action_labels,
-                "n_actions": self.n_actions, "fields": self.fields, "needs_group": self.needs_group}
+        out = {"version": self.version, "kind": self.kind, "actions": self.action_labels,
+               "n_actions": self.n_actions, "fields": self.fields, "needs_group": self.needs_group}
+        if self.cohort_model is not None:
+            m = self.cohort_model
+            out["cohort_model"] = {"method": m["method"], "n_cohorts": m["n_cohorts"], "cohorts": m["cohort_names"],
+                                   "features": m["features"]}
+        return out
+
+    def _check_cohort_model(self, model) -> dict | None:
+        """The stored cohort model (plain data), checked against the policy's cohorts; None if absent."""
+        if model is None:
+            return None
+        from grpokit.groups.export import FORMAT
+
+        if not isinstance(model, dict) or model.get("format") != FORMAT:
+            raise ValueError(f"metadata.cohort_model is not a cohort model ({FORMAT!r} expected)")
+        if model["method"] == "column":
+            raise ValueError("metadata.cohort_model: a 'column' cohort model assigns nothing the row does not say")
+        names = [str(c) for c in model["cohort_names"]]
+        if self.needs_group:
+            if self.group_labels is not None and names != self.group_labels:
+                raise ValueError(f"metadata.cohort_model's cohorts {names} differ from the policy's {self.group_labels}")
+            if len(names) != self.policy.torso.n_groups:
+                raise ValueError(f"metadata.cohort_model has {len(names)} cohorts, the policy embeds "
+                                 f"{self.policy.torso.n_groups}")
+        return model
+
+    def assign_cohorts(self, rows, row_index: Sequence[int] | None = None) -> np.ndarray:
+        """``[n]`` cohort codes of ``rows`` (a DataFrame or mappings with the model's features) under the
+        stored cohort model: c = assign(model, x), exactly as the training run assigned its rows
+        (``row_index``: the rows' numbers in errors, default 0..n-1)."""
+        from grpokit.groups.export import assign
+
+        if self.cohort_model is None:
+            raise ValueError("this policy file carries no cohort model")
+        feats = list(self.cohort_model["features"])
+        if isinstance(rows, Mapping):
+            rows = [rows]
+        if not isinstance(rows, pd.DataFrame):
+            for j, r in enumerate(rows):
+                i = j if row_index is None else int(row_index[j])
+                if not isinstance(r, Mapping):
+                    raise FeatureError("expected a mapping of field -> value", row=i)
+                for f in feats:
+                    if f not in r:
+                        raise FeatureError("missing field (the cohort model assigns the cohort from it)", field=f, row=i)
+                    v = r[f]
+                    if not isinstance(v, (int, float, np.integer, np.floating, np.bool_)) or not np.isfinite(v):
+                        raise FeatureError(f"expected a finite number (the cohort model reads it), got {v!r}", field=f, row=i)
+            rows = pd.DataFrame([{f: float(r[f]) for f in feats} for r in rows], columns=feats)
+        else:
+            missing = [f for f in feats if f not in rows.columns]
+            if missing:
+                raise FeatureError("missing column (the cohort model assigns the cohort from it)", field=missing[0])
+        try:
+            return assign(self.cohort_model, rows)
+        except ValueError as err:
+            raise FeatureError(f"cannot assign a cohort: {err}") from None
 
     # ------------------------------------------------------------------ inputs
     def features(self, rows) -> tuple[np.ndarray, np.ndarray | None]:
@@ -148,19 +213,30 @@ class DeployedPolicy:
 
     def _group_codes(self, rows) -> np.ndarray:
         name = self.group_field
+        assigned: dict[int, int] = {}  # rows without the field: the stored cohort model's assignment
         if isinstance(rows, pd.DataFrame):
             if name not in rows.columns:
-                raise FeatureError("missing column (this policy embeds the cohort)", field=name)
+                if self.cohort_model is None:
+                    raise FeatureError("missing column (this policy embeds the cohort)", field=name)
+                return self.assign_cohorts(rows)
             values = rows[name].tolist()
         else:
             values = []
             for i, r in enumerate(rows):
                 if not isinstance(r, Mapping) or name not in r:
-                    raise FeatureError("missing field (this policy embeds the cohort)", field=name, row=i)
-                values.append(r[name])
+                    if self.cohort_model is None or not isinstance(r, Mapping):
+                        raise FeatureError("missing field (this policy embeds the cohort)", field=name, row=i)
+                    assigned[i] = -1
+                values.append(None if i in assigned else r[name])
+            if assigned:
+                idx = sorted(assigned)
+                assigned = dict(zip(idx, self.assign_cohorts([rows[i] for i in idx], idx).tolist()))
         labels = self.group_labels
         codes = np.empty(len(values), dtype=np.int64)
         for i, v in enumerate(values):
+            if i in assigned:
+                codes[i] = assigned[i]
+                continue
             if labels is not None:
                 if str(v) not in labels:
                     raise FeatureError(f"unknown cohort {v!r}; known: {labels}", field=name, row=i)
