@@ -25,7 +25,7 @@ from grpokit.policy.deployed import DeployedPolicy  # noqa: E402
 from grpokit.policy.io import save_policy  # noqa: E402
 from grpokit.serve.app import ServeState  # noqa: E402
 from grpokit.serve.config import ServeConfig  # noqa: E402
-from grpokit.serve.decision_log import DecisionLog  # noqa: E402
+from grpokit.serve.decision_log import DecisionLog, n_rows  # noqa: E402
 from grpokit.serve.requests import ApiError  # noqa: E402
 
 FIELDS = ["a", "b", "c"]
@@ -68,7 +68,7 @@ def _count_submissions(state: ServeState) -> list[int]:
     submit = state.log.submit
 
     def counted(records):
-        sizes.append(len(records))
+        sizes.append(n_rows(records))
         return submit(records)
 
     state.log.submit = counted
@@ -241,3 +241,34 @@ def test_flushed_rows_keep_the_record_values(tmp_path):
     assert d[1][0] == "x2" and d[1][5] is None and json.loads(d[1][6]) == [0.2, 0.8] and d[1][7] == 1.7
     assert r == [("r1", "x1", int(np.floor((ts + 2) * 1e6)), 1.5, '{"click":1.0}', True)]
     assert a == [("x2", int(np.floor((ts + 3) * 1e6)))]
+
+
+def test_columnar_blocks_and_row_records_flush_to_the_same_rows(tmp_path):
+    store, wal = tmp_path / "s.duckdb", tmp_path / "wal"
+    log = DecisionLog(store, wal, flush_interval_s=3600)
+    log.recover()
+    log.start()
+    block = {"k": "D", "n": 3, "event_id": ["b0", "b1", "b2"], "ts": 1764700000.5, "policy_version": "v2",
+             "arm": ["live", "candidate", "live"], "unit_id": ["u0", None, "u2"], "cohort": None,
+             "context": [{"a": 0.0}, {"a": 1.0}, {"a": 2.0}], "action_code": [1, 0, 1],
+             "action_label": ["small", "none", "small"], "action_value": None, "propensity": [0.2, 0.3, 0.4],
+             "probabilities": [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], "epsilon": 0.05, "mode": "sample",
+             "deferred": [False, True, False], "shadow_version": "v3", "shadow_action_code": [0, 0, 1],
+             "shadow_propensity": [0.5, 0.6, 0.7]}
+    again = {**block, **{k: v[:1] for k, v in block.items() if isinstance(v, list)}, "n": 1}  # b0 once more
+    fut = log.submit([block, _decision("r0"), again])
+    fut.result(timeout=10)
+    assert log.acked == 5  # rows, not records: the block counts its n
+    log.stop()
+    con = duckdb.connect(str(store), read_only=True)
+    got = con.execute("SELECT event_id, policy_version, arm, unit_id, cohort, context, action_code, propensity, "
+                      "probabilities, epsilon, deferred, shadow_version, shadow_action_code, shadow_propensity "
+                      "FROM decisions ORDER BY event_id").fetchall()
+    n_seg = con.execute("SELECT sum(n_records) FROM serve_segments").fetchone()[0]
+    con.close()
+    assert got == [
+        ("b0", "v2", "live", "u0", None, '{"a":0.0}', 1, 0.2, "[0.8,0.2]", 0.05, False, "v3", 0, 0.5),
+        ("b1", "v2", "candidate", None, None, '{"a":1.0}', 0, 0.3, "[0.3,0.7]", 0.05, True, "v3", 0, 0.6),
+        ("b2", "v2", "live", "u2", None, '{"a":2.0}', 1, 0.4, "[0.6,0.4]", 0.05, False, "v3", 1, 0.7),
+        ("r0", "v", "live", None, None, '{"a":1.0}', 0, 0.5, "[0.5,0.5]", None, False, None, None, None)]
+    assert n_seg == 5

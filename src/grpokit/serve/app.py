@@ -313,8 +313,10 @@ class ServeState:
         if new:
             records, responses = self._draw(items, new, pol, now, is_batch)
             fut = asyncio.wrap_future(self.log.submit(records))
-            for (i, eid), resp, rec in zip(new, responses, records):
-                self.remember(eid, _Event(now, rec["deferred"], None, 0, resp, fut))
+            events = [_Event(now, items[i].defer, None, 0, resp, fut) for (i, _), resp in zip(new, responses)]
+            eids = [eid for _, eid in new]
+            self.index.update(zip(eids, events))
+            self._order.extend(zip([now] * len(eids), eids))
             try:
                 await fut
             except OSError as err:
@@ -371,7 +373,7 @@ class ServeState:
             return
         for ((_, _, ev), resp) in ok:
             ev.response = resp
-        fut = asyncio.wrap_future(self.log.submit([r for r in records if r is not None]))
+        fut = asyncio.wrap_future(self.log.submit(records))
         fut.add_done_callback(lambda f: self._settle(ok, f))
 
     def _draw_group(self, group):
@@ -387,14 +389,15 @@ class ServeState:
         except ApiError:
             if len(group) == 1:
                 raise
-        records, responses = [None] * len(group), [None] * len(group)
+        records, responses = [], [None] * len(group)
         for k, (it, eid, ev) in enumerate(group):
             try:
-                (rec,), (resp,) = self._draw([it], [(0, eid)], self.policies, [ev.ts], False)
+                recs, (resp,) = self._draw([it], [(0, eid)], self.policies, [ev.ts], False)
             except (ApiError, FeatureError) as err:
                 self._fail(eid, ev, err)
                 continue
-            records[k], responses[k] = rec, resp
+            records += recs
+            responses[k] = resp
         return records, responses
 
     def _fail(self, eid: str, ev: _Event, err: BaseException) -> None:
@@ -438,11 +441,12 @@ class ServeState:
         by_policy: dict[int, list[int]] = {}
         for k, arm in enumerate(arms):
             by_policy.setdefault(1 if arm == "candidate" else 0, []).append(k)
-        records: list = [None] * len(new)
+        records: list = []  # one columnar block ("k": "D") per policy
         responses: list = [None] * len(new)
         for which, ks in by_policy.items():
             dp = cand if which == 1 else cur
-            rows = [self._row(dp, items[new[k][0]], cohorts[k]) for k in ks]
+            its = [items[new[k][0]] for k in ks]
+            rows = [self._row(dp, it, cohorts[k]) for it, k in zip(its, ks)]
             eids = [new[k][1] for k in ks]
             u = event_uniforms(cfg.seed, eids)
             try:
@@ -452,40 +456,49 @@ class ServeState:
             shadow = None
             if which == 0 and cand is not None and rollout.mode == "shadow":
                 try:
-                    shadow = cand.decide([self._row(cand, items[new[k][0]], cohorts[k]) for k in ks],
+                    shadow = cand.decide([self._row(cand, it, cohorts[k]) for it, k in zip(its, ks)],
                                          epsilon=cfg.epsilon, mode=cfg.mode, seed=cfg.seed, uniforms=u)
                 except (FeatureError, ValueError) as err:
                     log.warning("shadow candidate %s could not decide: %s", cand.version, err)
             categorical = d.labels is not None
+            n = len(ks)
             probs = d.probabilities.tolist() if d.probabilities is not None else None
             actions = d.actions.tolist()
             props = d.propensities.tolist()
-            for j, k in enumerate(ks):
-                i, eid = new[k]
-                it = items[i]
-                q = probs[j] if probs is not None else None
-                rec = {
-                    "k": "d", "event_id": eid, "ts": now if per_item_ts is None else per_item_ts[i],
-                    "policy_version": dp.version, "arm": arms[k],
-                    "unit_id": it.unit_id, "cohort": cohorts[k],
-                    "context": it.context,
-                    "action_code": actions[j] if categorical else None,
-                    "action_label": d.labels[j] if categorical else None,
-                    "action_value": None if categorical else json.dumps(actions[j]),
-                    "propensity": props[j], "probabilities": q,
-                    "epsilon": cfg.epsilon if categorical else None, "mode": cfg.mode, "deferred": it.defer,
-                }
-                if shadow is not None:
-                    rec["shadow_version"] = cand.version
-                    rec["shadow_action_code"] = int(shadow.actions[j]) if shadow.labels is not None else None
-                    rec["shadow_propensity"] = float(shadow.propensities[j])
-                resp = {"event_id": eid, "action": rec["action_label"] if categorical else actions[j],
-                        "action_code": rec["action_code"], "propensity": props[j], "policy_version": dp.version,
-                        "arm": arms[k]}
-                if it.defer:
-                    resp["deferred"] = True
-                records[k] = rec
-                responses[k] = (resp, q)
+            arm_k = [arms[k] for k in ks]
+            defer = [it.defer for it in its]
+            labels = d.labels if categorical else None
+            version = dp.version
+            rec = {
+                "k": "D", "n": n, "event_id": eids,
+                "ts": now if per_item_ts is None else [per_item_ts[new[k][0]] for k in ks],
+                "policy_version": version, "arm": arm_k, "unit_id": [it.unit_id for it in its],
+                "cohort": [cohorts[k] for k in ks], "context": [it.context for it in its],
+                "action_code": actions if categorical else None, "action_label": labels,
+                "action_value": None if categorical else [json.dumps(a) for a in actions],
+                "propensity": props, "probabilities": probs,
+                "epsilon": cfg.epsilon if categorical else None, "mode": cfg.mode,
+                "deferred": defer if any(defer) else False,
+            }
+            if shadow is not None:
+                rec["shadow_version"] = cand.version
+                rec["shadow_action_code"] = shadow.actions.tolist() if shadow.labels is not None else None
+                rec["shadow_propensity"] = shadow.propensities.tolist()
+            records.append(rec)
+            if categorical:
+                for j, k in enumerate(ks):
+                    resp = {"event_id": eids[j], "action": labels[j], "action_code": actions[j],
+                            "propensity": props[j], "policy_version": version, "arm": arm_k[j]}
+                    if defer[j]:
+                        resp["deferred"] = True
+                    responses[k] = (resp, probs[j])
+            else:
+                for j, k in enumerate(ks):
+                    resp = {"event_id": eids[j], "action": actions[j], "action_code": None,
+                            "propensity": props[j], "policy_version": version, "arm": arm_k[j]}
+                    if defer[j]:
+                        resp["deferred"] = True
+                    responses[k] = (resp, None)
         return records, responses
 
     @staticmethod

@@ -21,7 +21,10 @@ commit and the file's deletion). A torn last line (a crash in the middle of a wr
 acknowledged) is dropped.
 
 Segment files: ``<wal_dir>/seg-<seq>.wal``, one line per submission (a request's records): a JSON
-array of objects ``{"k": "d"|"r"|"a", ...}`` (a single object per line is read too).
+array of objects ``{"k": "D"|"d"|"r"|"a", ...}`` (a single object per line is read too). ``"D"`` is a
+block of ``n`` decisions in columns (each key a list of n values, or one value shared by all n: a
+batch or a micro-batched group, written and read without a dict per decision); ``"d"`` is one
+decision (older segments).
 """
 
 from __future__ import annotations
@@ -102,20 +105,43 @@ def _epoch_us(values: list) -> pa.Array:
     return pc.cast(pc.cast(us, pa.int64()), pa.timestamp("us"))
 
 
-def _table(records: list[dict], columns, key: str, ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pa.Table:
-    """An Arrow table of ``records`` in ``columns`` (name, DuckDB type), first record per ``key`` kept;
-    epoch-second ``ts_cols`` as timestamps, ``json_cols`` as JSON text. Built column by column (no
-    per-row frame construction)."""
-    seen: set = set()
-    uniq = []
-    for r in records:
-        k = r.get(key)
-        if k not in seen:
-            seen.add(k)
-            uniq.append(r)
+def _row_columns(records: list[dict], names) -> dict[str, list]:
+    return {n: [r.get(n) for r in records] for n in names}
+
+
+def _decision_columns(blocks: list[tuple[int, dict]], rows: list[dict]) -> dict[str, list]:
+    """The decision columns of columnar records (``{"k": "D", "n": n, column: a list of n values, or one
+    non-list value for all n}``, with their segment seq) and of row records (``{"k": "d", column: value}``, older segments)."""
+    cols: dict[str, list] = {n: [] for n in _DECISION_NAMES}
+    for seq, b in blocks:
+        n = b["n"]
+        for name, col in cols.items():
+            v = seq if name == "wal_segment" else b.get(name)
+            if type(v) is list:  # one value per decision (a shared value is never a list)
+                if len(v) != n:
+                    raise ValueError(f"a columnar decision record has {len(v)} values of {name!r} for n = {n}")
+                col.extend(v)
+            else:
+                col.extend([v] * n)
+    if rows:
+        for name, col in cols.items():
+            col.extend(r.get(name) for r in rows)
+    return cols
+
+
+def _table(cols: dict[str, list], columns, key: str, ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pa.Table:
+    """An Arrow table of the column lists ``cols`` in ``columns`` (name, DuckDB type), the first row per
+    ``key`` kept; epoch-second ``ts_cols`` as timestamps, ``json_cols`` as JSON text."""
+    keys = cols[key]
+    keep = None
+    if len(set(keys)) != len(keys):
+        seen: set = set()
+        keep = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
     arrays, names = [], []
     for name, sql_type in columns:
-        col = [r.get(name) for r in uniq]
+        col = cols[name]
+        if keep is not None:
+            col = [col[i] for i in keep]
         if name in ts_cols:
             arr = _epoch_us(col)
         else:
@@ -125,6 +151,11 @@ def _table(records: list[dict], columns, key: str, ts_cols: tuple[str, ...], jso
         arrays.append(arr)
         names.append(name)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def n_rows(records: list[dict]) -> int:
+    """Rows (decisions, rewards, activations) in ``records``: a columnar decision record counts its ``n``."""
+    return sum(r["n"] if r.get("k") == "D" else 1 for r in records)
 
 
 class DecisionLog:
@@ -226,13 +257,19 @@ class DecisionLog:
         return info
 
     def _flush_segments(self, segs: list[tuple[int, Path]], con=None) -> dict:
-        decisions, rewards, activations, seg_rows = [], [], [], []
+        blocks, decisions, rewards, activations, seg_rows = [], [], [], [], []
         torn = 0
+        n_records = 0
         for seq, path in segs:
             records, was_torn = read_segment(path)
             torn += was_torn
+            n_seg = 0
             for r in records:
                 k = r.pop("k", None)
+                if k == "D":
+                    blocks.append((seq, r))
+                    n_seg += r["n"]
+                    continue
                 if k == "d":
                     r["wal_segment"] = seq
                     decisions.append(r)
@@ -240,8 +277,11 @@ class DecisionLog:
                     rewards.append(r)
                 elif k == "a":
                     activations.append(r)
-            seg_rows.append((seq, len(records)))
-        n_records = len(decisions) + len(rewards) + len(activations)
+                else:
+                    continue
+                n_seg += 1
+            seg_rows.append((seq, n_seg))
+            n_records += n_seg
         own = con is None
         if own:
             con = connect(self.store, self.lock_timeout_s)
@@ -249,21 +289,23 @@ class DecisionLog:
             before = self._counts(con)
             con.execute("BEGIN TRANSACTION")
             try:
-                if decisions:
-                    df = _table(decisions, DECISION_COLUMNS, "event_id", ("ts",), ("context", "probabilities", "action_value"))
+                if blocks or decisions:
+                    df = _table(_decision_columns(blocks, decisions), DECISION_COLUMNS, "event_id", ("ts",),
+                                ("context", "probabilities", "action_value"))
                     con.register("__serve_d", df)
                     con.execute(f"INSERT OR IGNORE INTO decisions ({', '.join(_DECISION_NAMES)}) "
                                 f"SELECT {', '.join(_DECISION_NAMES)} FROM __serve_d")
                     con.unregister("__serve_d")
                 if rewards:
-                    df = _table(rewards, REWARD_COLUMNS, "reward_id", ("received_at",), ("components",))
+                    df = _table(_row_columns(rewards, _REWARD_NAMES), REWARD_COLUMNS, "reward_id", ("received_at",),
+                                ("components",))
                     con.register("__serve_r", df)
                     con.execute(f"INSERT OR IGNORE INTO rewards ({', '.join(_REWARD_NAMES)}) "
                                 f"SELECT {', '.join(_REWARD_NAMES)} FROM __serve_r")
                     con.unregister("__serve_r")
                 if activations:
-                    df = _table(activations, (("event_id", "VARCHAR"), ("activated_at", "TIMESTAMP")), "event_id",
-                                ("activated_at",))
+                    df = _table(_row_columns(activations, ("event_id", "activated_at")),
+                                (("event_id", "VARCHAR"), ("activated_at", "TIMESTAMP")), "event_id", ("activated_at",))
                     con.register("__serve_a", df)
                     con.execute("INSERT OR IGNORE INTO activations SELECT event_id, activated_at FROM __serve_a")
                     con.unregister("__serve_a")
@@ -364,8 +406,9 @@ class DecisionLog:
         """Queue ``records`` (dicts with a ``"k"`` key); the future completes once they are fsync'd."""
         fut: cf.Future = cf.Future()
         data = jsonio.dumps(records) + b"\n"
-        self.submitted += len(records)
-        self._q.put((data, len(records), fut))
+        n = n_rows(records)
+        self.submitted += n
+        self._q.put((data, n, fut))
         return fut
 
     def _write_loop(self) -> None:
