@@ -71,7 +71,31 @@ def _simulated_log(scenario: Scenario, cfg, offset: int = 101):
     """The simulated A/B log of ``evaluation.log_size`` decisions, seed ``evaluation.seed + offset``."""
     from grpokit.offline.io import read_log
 
-    return read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + offset), _log_schema(scenario))
+    return _cohort_log(scenario, read_log(scenario.simulate_log(cfg.log_size, cfg.log_policy, seed=cfg.seed + offset),
+                                          _log_schema(scenario)))
+
+
+def _cohorts_note(block: dict, contexts: Contexts) -> str:
+    """The report's line on discovered cohorts: method, k and how it was chosen, features, each cohort's share."""
+    model = block["model"]
+    share = torch.bincount(contexts.group.long().cpu(), minlength=block["n_cohorts"]).double() / len(contexts.group)
+    how = (f"k chosen by {model['criterion']} over {sorted(int(k) for k in model['scores'])}"
+           if model.get("criterion") and model.get("scores") else "k fixed")
+    return (f"cohorts: {block['n_cohorts']} discovered by {block['method']} ({how}) on "
+            + ", ".join(model["features"]) + "; the per-cohort tables, P-GRPO groups and pilot clusters use them; "
+            + "shares of the evaluation population: "
+            + ", ".join(f"{n} {100 * float(v):.1f} %" for n, v in zip(block["names"], share)))
+
+
+def _cohort_log(scenario: Scenario, log):
+    """``log`` with its group column = the run's discovered cohorts ([cohorts] kmeans | gmm: the
+    scenario's cohort model assigns every row from its features), else unchanged."""
+    model = getattr(scenario, "cohort_model", None)
+    if model is None:
+        return log
+    from grpokit.groups.logs import regroup_log
+
+    return regroup_log(log, model)
 
 
 def _log_schema(scenario: Scenario):
@@ -307,6 +331,9 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
     t0 = time.perf_counter()
     trainer = None
     if cfg.train_on == "logs":
+        from grpokit.groups.scenario import with_cohorts
+
+        scenario = with_cohorts(scenario, config.cohorts)  # [cohorts]: the same cohorts as a simulation run's
         policy, train_summary = _learn_from_simulated_log(scenario, config, ab_log)
     else:
         trainer = build_trainer(config, out, progress)
@@ -434,6 +461,8 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         notes.append("baselines fitted on " + (f"the A/B log {log_info['source']} ({log_info['rows']:,} rows)"
                      if log_info["source"] != "simulated" else
                      f"a simulated {log_info['policy']} A/B log of {log_info['rows']:,} decisions (seed {log_info['seed']})"))
+    if summary.get("cohorts"):
+        notes.append(_cohorts_note(summary["cohorts"], contexts))
     if summary.get("off_policy_assumption", {}).get("broken"):
         notes.append(summary["off_policy_assumption"]["text"])
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
@@ -503,10 +532,10 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
     simulated one). Returns a policy deciding from raw contexts and the trainer's summary
     (with the learner's degeneration check and interference diagnostics)."""
     from grpokit.offline.learn import RawFeaturePolicy, action_probabilities
-    from grpokit.offline.workflow import degeneration, fit_policy_on_log
+    from grpokit.offline.workflow import _embedded, degeneration, fit_policy_on_log
 
     cfg = config.evaluation
-    log = log if log is not None else _simulated_log(scenario, cfg)
+    log = _cohort_log(scenario, log) if log is not None else _simulated_log(scenario, cfg)
     # no cohort-exposure feature: on a unit-randomized log its peer credit is unidentified and hurt
     # (benchmarks/learn_defaults.py --spillover 0.3: 41 % ± 37 of the oracle's lift vs 68 % without)
     fit = fit_policy_on_log(log, outcome_model="gbm", config=config.grpo, policy_config=config.policy,
@@ -514,7 +543,8 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
     labels = list(getattr(scenario, "action_names", None) or range(log.n_actions))
     summary = dict(fit.summary)
     summary["learner"] = {"path": "grpokit.offline.workflow.fit_policy_on_log", "advantage": fit.config.advantage.name,
-                          "degeneration": degeneration(action_probabilities(fit.policy, fit.x), fit.summary["last_metrics"],
+                          "degeneration": degeneration(action_probabilities(fit.policy, fit.x, _embedded(fit.policy, log)),
+                                                       fit.summary["last_metrics"],
                                                        [str(a) for a in labels]),
                           "interference": fit.interference}
     return RawFeaturePolicy(fit.policy, fit.encoder), summary

@@ -274,7 +274,7 @@ class CohortsConfig(_Strict):
 
     @model_validator(mode="after")
     def _select_fits_method(self):
-        if self.method == "kmeans" and self.select == "bic":
+        if self.method == "kmeans" and self.select == "bic" and self.k == "auto":
             raise ValueError('cohorts.select = "bic" needs a likelihood, which k-means does not have: '
                              'use cohorts.method = "gmm" with bic, or cohorts.select = "silhouette"')
         return self

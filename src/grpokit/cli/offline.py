@@ -139,6 +139,8 @@ def learn(
     holdout: float = typer.Option(0.3, "--holdout", help="Share of rows held out to judge the policy (0: none)"),
     no_groups: bool = typer.Option(False, "--no-groups", help="Do not use the group column as P-GRPO preference groups"),
     set_: Optional[List[str]] = SetOption,
+    config_file: Optional[Path] = typer.Option(None, "--config",
+                                               help="A TOML config: its [grpo], [policy] and [cohorts] sections apply"),
     seed: int = typer.Option(0, "--seed"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show stages and a training progress bar"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the policy an earlier learn left in --out"),
@@ -161,7 +163,7 @@ def learn(
     _check_outcome(outcome_model, outcome_backend)
     # grpo.reward_weights name learn's components (checked by learn itself), not a scenario's
     weight_sets = [s for s in (set_ or []) if s.split("=", 1)[0].strip().startswith("grpo.reward_weights")]
-    cfg = _load(None, [f"grpo.seed={seed}", 'grpo.device="cpu"', *[s for s in (set_ or []) if s not in weight_sets]])
+    cfg = _load(config_file, [f"grpo.seed={seed}", 'grpo.device="cpu"', *[s for s in (set_ or []) if s not in weight_sets]])
     grpo = _learn_weights(cfg.grpo, weight_sets) if weight_sets else cfg.grpo
     components = [c.strip() for c in reward_components.split(",") if c.strip()] if reward_components else None
     if cfg.policy.head not in (None, "categorical"):
@@ -177,7 +179,7 @@ def learn(
             data, out, outcome_model=outcome_model, outcome_backend=outcome_backend, config=grpo, policy_config=cfg.policy, seed=seed,
             holdout=holdout, use_groups=not no_groups, progress=progress,
             on_stage=_stage_printer() if progress else None, allow_unlogged=allow_unlogged,
-            interference=interference,
+            interference=interference, cohorts=cfg.cohorts,
             reward_components=components, improvement_reference=improvement_reference,
         )
     except ValueError as err:
@@ -191,6 +193,10 @@ def learn(
     console.print(f"policy saved to [bold]{summary['policy_path']}[/] (advantage {summary['advantage']}"
                   + (f", preference groups = {summary['preference_groups']}" if summary.get("preference_groups") else "")
                   + ")")
+    if summary.get("cohorts"):
+        c = summary["cohorts"]
+        console.print(f"cohorts: {c['n_cohorts']} discovered by {c['method']} on {escape(', '.join(c['features']))} "
+                      f"(training rows: " + ", ".join(f"{k} {v:,}" for k, v in c["sizes"].items()) + ")")
     if summary.get("never_logged_actions"):
         never = ", ".join(map(str, summary["never_logged_actions"]))
         console.print(f"[bold yellow]warning:[/] the log never shows action(s) {escape(never)}: " + (

@@ -351,8 +351,14 @@ def learn_from_log(
     interference: bool = False,
     reward_components: list[str] | None = None,
     improvement_reference: str = "control",
+    cohorts=None,
 ) -> dict:
     """Train a policy on ``log`` (its training rows), judge it on the held-out rows, save it.
+
+    ``cohorts`` (a ``[cohorts]`` section, :class:`~grpokit.config.CohortsConfig`): with method
+    kmeans | gmm the cohort model is fitted on the training rows and the discovered cohorts replace
+    the group column everywhere (P-GRPO groups, group embedding, per-cohort tables); the policy
+    file carries the model (``metadata["cohort_model"]``) so new rows are assigned the same way.
 
     Actions the training rows never show get no probability (their value would be the outcome
     model's extrapolation alone) unless ``allow_unlogged``; either way they are listed in the
@@ -372,6 +378,7 @@ def learn_from_log(
     labels = [str(a) for a in (log.action_labels or range(log.n_actions))]
     train, hold = _split(len(log), holdout, seed)
     tr, ho = log.subset(train), (log.subset(hold) if len(hold) else None)
+    tr, ho, cohort_model = _discovered_cohorts(cohorts, tr, ho, stage)
     fit = fit_policy_on_log(tr, outcome_model=outcome_model, outcome_backend=outcome_backend, config=config, policy_config=policy_config, seed=seed,
                             use_groups=use_groups, progress=progress, out_dir=out / "training", on_stage=stage,
                             allow_unlogged=allow_unlogged, interference=interference,
@@ -387,10 +394,11 @@ def learn_from_log(
         "reward_unit": log.schema.reward_unit,
         "advantage": config.advantage.name,
         "trained_on_rows": int(len(tr)),
+        **_cohort_metadata(cohort_model, tr, use_groups),
     }
     save_policy(policy, out / "policy.pt", metadata, encoder=encoder)
 
-    probs_tr = action_probabilities(policy, x_tr)
+    probs_tr = action_probabilities(policy, x_tr, _embedded(policy, tr))
     best_code = int(np.where(logged | (allowed is None), table.mean(0), -np.inf).argmax())
     result: dict = {
         "n_rows": len(log),
@@ -404,7 +412,8 @@ def learn_from_log(
         "features": encoder.fields,
         "roles": log.roles,
         "advantage": config.advantage.name,
-        "preference_groups": None if log.group is None or not use_groups else log.schema.group,
+        "preference_groups": None if tr.group is None or not use_groups else tr.schema.group,
+        "cohorts": _cohorts_summary(cohort_model, tr),
         "model_value_of_policy": float((probs_tr * table).sum(1).mean()),
         "model_value_of_logging": float(tr.reward.mean()),
         "model_value_of_best_action_per_row": float(table.max(1).mean()),
@@ -421,7 +430,7 @@ def learn_from_log(
     }
     eval_log = ho if ho is not None else tr
     x_ev = encoder.transform(eval_log.feature_frame())
-    probs = action_probabilities(policy, x_ev)
+    probs = action_probabilities(policy, x_ev, _embedded(policy, eval_log))
     result["degeneration"] = degeneration(probs, summary["last_metrics"], labels)
     result["decision_mix"] = _mix(probs, labels)
     result["logged_mix"] = {labels[a]: float((eval_log.action == a).mean()) for a in range(log.n_actions)}
@@ -476,6 +485,49 @@ def learn_from_log(
         write_offline_report(out / "report.html", result, kind="learn", curves=_curves(out / "training"))
         result["report_path"] = str(out / "report.html")
     return result
+
+
+def _discovered_cohorts(cfg, train: LoggedDecisions, hold: LoggedDecisions | None, stage):
+    """``(train, hold, model)``: both logs regrouped by cohorts discovered on ``train`` ([cohorts] kmeans
+    | gmm), or unchanged with ``model`` None (see :func:`grpokit.groups.logs.learn_cohorts`)."""
+    from grpokit.groups.logs import learn_cohorts
+
+    if cfg is not None and cfg.method != "column":
+        stage(f"discovering cohorts ({cfg.method}, k = {cfg.k})")
+    return learn_cohorts(cfg, train, hold)
+
+
+def _cohort_metadata(model: dict | None, train: LoggedDecisions, use_groups: bool) -> dict:
+    """What a saved policy needs to read cohorts: the group labels, and the discovered cohort model."""
+    out: dict = {}
+    if train.group is not None and use_groups:
+        out["group_labels"] = [str(g) for g in train.group_labels]
+    if model is not None:
+        out["cohort_model"] = model
+    return out
+
+
+def _cohorts_summary(model: dict | None, train: LoggedDecisions) -> dict | None:
+    from grpokit.groups.logs import cohorts_block
+
+    return cohorts_block(model, train)
+
+
+def _policy_cohorts(dp, log: LoggedDecisions, result: dict) -> LoggedDecisions:
+    """``log`` regrouped by the cohort model the policy carries (its per-cohort tables then use the
+    cohorts the policy was trained and decides with); unchanged for a policy without one."""
+    if getattr(dp, "cohort_model", None) is None:
+        return log
+    from grpokit.groups.logs import cohorts_block, regroup_log
+
+    log = regroup_log(log, dp.cohort_model)
+    result["cohorts"] = cohorts_block(dp.cohort_model, log)
+    return log
+
+
+def _embedded(policy, log: LoggedDecisions) -> np.ndarray | None:
+    """The group codes a policy with a group embedding needs (None for one without)."""
+    return log.group if getattr(policy.torso, "embedding", None) is not None else None
 
 
 def _curves(training_dir: Path) -> dict[str, list[tuple[float, float]]]:
@@ -585,6 +637,7 @@ def evaluate_on_log(
     result["reward_unit"] = log.schema.reward_unit or dp.metadata.get("reward_unit")
     result["action_labels"] = dp.action_labels
     result["decision_mix"] = _mix(target, dp.action_labels)
+    log = _policy_cohorts(dp, log, result)
     if log.group is not None:
         result["per_group"] = _per_group(log, target, reward_hat, method, alpha, n_bootstrap, seed)
         gl = log.group_labels
