@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from grpokit.serve.auth import Tokens, check_request, error_body
 from grpokit.serve.config import RolloutConfig, ServeConfig
 from grpokit.serve.decision_log import DecisionLog
-from grpokit.serve.metrics import Metrics, route_label
+from grpokit.serve.metrics import Metrics
 from grpokit.serve.requests import ApiError, parse_decide, parse_reward, parse_rewards, read_json
 from grpokit.serve.rollout import assign_arm, event_uniforms
 from grpokit.serve.tables import connect
@@ -640,9 +640,7 @@ def _middleware(app, state: ServeState):
 
             await app(scope, receive, _send)
         finally:
-            route = route_label(path)
-            state.metrics.requests.labels(route, str(status[0])).inc()
-            state.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            state.metrics.observe_request(path, status[0], time.perf_counter() - t0)
 
     return mw
 

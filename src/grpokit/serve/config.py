@@ -38,7 +38,8 @@ class LogConfig(_Model):
     """The write-ahead decision log: segment files fsync'd in group commits, flushed into DuckDB."""
 
     wal_dir: str | None = None  #: default: "<store>.decision-log" next to the store
-    group_commit_ms: float = Field(1.0, ge=0, le=100)  #: extra wait to gather a group before fsync
+    group_commit_ms: float = Field(0.0, ge=0, le=100)  #: extra wait to gather a group before fsync (0: none;
+    #: what queues while the writers are busy forms the next group anyway)
     writers: int = Field(2, ge=1, le=16)  #: writer threads: one group's fsync overlaps the next group's
     fsync: bool = True  #: False only for throwaway experiments: acknowledged decisions may then be lost
     flush_interval_s: float = Field(5.0, gt=0, le=3600)  #: how often segments move into DuckDB

@@ -43,6 +43,22 @@ class Metrics:
         self.policy = Gauge("grpokit_policy_info", "Serving policy versions (1 = in use)", ["version", "role"],
                             registry=r)
 
+        self._children: dict = {}
+
+    def observe_request(self, path: str, status: int, seconds: float) -> None:
+        """Count one request and its latency (the labelled children are looked up once per label pair)."""
+        key = (path, status)
+        ch = self._children.get(key)
+        if ch is None:
+            route = route_label(path)
+            if route not in _ROUTES:  # event ids, admin and unknown paths: not cached per path
+                self.requests.labels(route, str(status)).inc()
+                self.latency.labels(route).observe(seconds)
+                return
+            ch = self._children[key] = (self.requests.labels(route, str(status)), self.latency.labels(route))
+        ch[0].inc()
+        ch[1].observe(seconds)
+
     def set_policies(self, current: str, candidate: str | None) -> None:
         self.policy.clear()
         self.policy.labels(current, "current").set(1)
