@@ -49,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "marketing_groups.toml"
-DEFAULT_WEIGHTS = ["1:0:0", "1:0.5:2", "1:0:20", "0:0.5:2", "0:0:1"]
+DEFAULT_WEIGHTS = ["1:0:0", "1:0.5:2", "1:0:5", "1:0:10", "1:0:20", "0:1:0", "0:0.5:2", "0:0:1"]
 BASELINES = ("t_learner", "x_learner")
 REFERENCES = ("oracle", "no_offer")
 UNTAPPED = ("persuadable", "new_customer")
@@ -189,7 +189,10 @@ def aggregate(records: list[dict]) -> list[dict]:
         for k in (*METRICS, "n_cohorts"):
             row["mean"][k], row["sd"][k] = _mean_sd([m[k] for m in seed_means.values()])
         rows.append(row)
-    return rows
+    cohorts_order = list(dict.fromkeys(r["cohorts"] for r in rows))
+    kind = {"grpo": 0, **{b: 1 for b in BASELINES}, **{n: 2 for n in REFERENCES}}
+    first = {id(r): i for i, r in enumerate(rows)}
+    return sorted(rows, key=lambda r: (cohorts_order.index(r["cohorts"]), kind.get(r["policy"], 1), first[id(r)]))
 
 
 def collect(summaries: list[tuple]) -> list[dict]:
@@ -251,7 +254,8 @@ def frontier(rows: list[dict], title: str = "") -> dict:
         if m["value"] is None or m["lowest_gain"] is None:
             continue
         if r["policy"] == "grpo":
-            points.append({"label": r["label"], "series": f"{r['cohorts']} cohorts", "kind": "objective",
+            short = ":".join(f"{x:g}" for x in r["weights"]) if r["weights"] else r["label"]  # P:R:Q keeps labels apart
+            points.append({"label": short, "series": f"{r['cohorts']} cohorts", "kind": "objective",
                            "x": m["lowest_gain"], "y": m["value"], "x_err": s["lowest_gain"], "y_err": s["value"]})
         elif (r["policy"], r["cohorts"]) not in seen:
             seen.add((r["policy"], r["cohorts"]))
@@ -260,6 +264,8 @@ def frontier(rows: list[dict], title: str = "") -> dict:
     header = ["cohorts", "objective", *[METRICS[k][0] for k in METRICS]]
     table_rows = [[r["cohorts"], r["label"], *[(_fmt(METRICS[k][1], r["mean"][k], r["sd"][k])) for k in METRICS]] for r in rows]
     return {"title": title or "profit per customer against the lowest cohort gain over no offer (mean ± sd over seeds)",
+            "note": "points are labelled with their weights profit:relative_to_cohort_median:cohort_percentile_rank; "
+                    "whiskers: ± sd over seeds",
             "points": points, "table": {"header": header, "rows": table_rows, "kinds": ["raw"] * len(header)}}
 
 

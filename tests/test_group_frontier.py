@@ -83,6 +83,7 @@ def test_collect_aggregate_table_and_frontier(tmp_path):
     pts = data["frontier"]["points"]
     objective = [p for p in pts if p["kind"] == "objective"]
     assert len(objective) == 3 and {p["series"] for p in objective} == {"discovered cohorts", "given cohorts"}
+    assert sorted(p["label"] for p in objective) == ["0:0.5:2", "1:0:0", "1:0:0"]
     assert {p["label"] for p in pts if p["kind"] == "baseline"} == {"t_learner (discovered)", "x_learner (discovered)",
                                                                     "t_learner (given)", "x_learner (given)"}
     svg = (tmp_path / "f.svg").read_text()
