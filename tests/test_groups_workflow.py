@@ -329,3 +329,70 @@ def test_service_decides_a_row_without_its_cohort_by_the_model(learned, ab, tmp_
             np.testing.assert_allclose(bare["probabilities"], told["probabilities"], rtol=0, atol=1e-12)
             q = dp.served_probabilities([{**row, "cohort": f"c{code}"}], epsilon=0.1)[0]
             np.testing.assert_allclose(bare["probabilities"], q, rtol=1e-6)
+
+
+def test_run_saves_a_policy_that_assigns_cohorts_like_the_run(tmp_path):
+    """`grpokit run` with a group embedding on discovered cohorts: policy.pt carries the cohort model;
+    loaded, it decides the evaluation population (rows without a cohort field) as the run did."""
+    from grpokit.evaluation.population import population
+    from grpokit.policy.deployed import DeployedPolicy
+    from grpokit.scenarios.registry import scenario_from_config
+
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", EXAMPLE, "--out", str(out), "--store", str(tmp_path / "s.duckdb"), "--no-progress",
+                            *TINY_RUN, "--set", "cohorts.k=3", "--set", "policy.group_embedding_dim=3",
+                            "--set", "grpo.steps=6", "--set", "grpo.lr=0.05"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    payload = torch.load(out / "policy.pt", weights_only=True)
+    assert payload["metadata"]["cohort_model"] == summary["cohorts"]["model"]
+    dp = DeployedPolicy.load(out / "policy.pt")
+    assert dp.needs_group and dp.group_labels == summary["cohorts"]["names"]
+    cfg = load_config(out / "config.toml")
+    ctx = population(scenario_from_config(cfg.scenario), summary["population"]["n"], summary["population"]["seed"])
+    rows = pd.DataFrame(ctx.obs.double().numpy(), columns=dp.encoder.names)
+    codes = dp.assign_cohorts(rows)
+    np.testing.assert_array_equal(codes, assign(summary["cohorts"]["model"], rows))
+    ran = pd.read_parquet(out / "decisions" / "grpo.parquet")["action"].to_numpy()
+    np.testing.assert_array_equal(dp.probabilities(rows).argmax(1), ran)
+    told = rows.assign(cohort=[f"c{c}" for c in codes])
+    np.testing.assert_array_equal(dp.probabilities(told), dp.probabilities(rows))
+    # the cohort is an input of this policy (so the assignment matters): everyone told c0 is scored otherwise
+    assert (codes != 0).any() and not np.allclose(dp.probabilities(rows.assign(cohort="c0")), dp.probabilities(rows))
+
+
+def test_run_learning_from_logs_uses_the_discovered_cohorts(tmp_path, monkeypatch):
+    """`grpokit run --set evaluation.train_on=logs`: the log's rows are regrouped by the run's cohort
+    model before the shared log learner sees them (its P-GRPO groups = the discovered cohorts)."""
+    from grpokit.offline import workflow
+
+    cfg = tmp_path / "logs.toml"
+    cfg.write_text('[scenario]\nname = "marketing"\n[grpo.advantage]\nname = "pgrpo"\nmin_history = 8\n'
+                   '[evaluation]\ntrain_on = "logs"\n[cohorts]\nmethod = "kmeans"\nk = 3\nfit_size = 500\n')
+    seen = {}
+    inner_fit, inner_learn = workflow.fit_policy_on_log, workflow.learn_from_outcome_model
+
+    def fit_spy(log, **kw):
+        seen["log"] = log
+        return inner_fit(log, **kw)
+
+    def learn_spy(features, table, *a, **kw):
+        seen["group"], seen["n_groups"] = np.asarray(kw["group"]).copy(), kw["n_groups"]
+        return inner_learn(features, table, *a, **kw)
+
+    monkeypatch.setattr(workflow, "fit_policy_on_log", fit_spy)
+    monkeypatch.setattr(workflow, "learn_from_outcome_model", learn_spy)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--store", str(tmp_path / "s.duckdb"), "--no-progress",
+                            *TINY_RUN, "--set", "cohorts.fit_size=500"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    model = summary["cohorts"]["model"]
+    assert summary["cohorts"]["method"] == "kmeans" and model["n_cohorts"] == 3
+    log = seen["log"]
+    expected = assign(model, pd.DataFrame(log.features, columns=log.feature_names))
+    np.testing.assert_array_equal(log.group, expected)
+    assert log.group_labels == ["c0", "c1", "c2"] and seen["n_groups"] == 3
+    np.testing.assert_array_equal(seen["group"], expected)
+    assert set(summary["policies"]["grpo"]["per_group"]) == {"c0", "c1", "c2"}
+    assert summary["learner"]["advantage"] == "pgrpo"

@@ -87,6 +87,28 @@ def _cohorts_note(block: dict, contexts: Contexts) -> str:
             + ", ".join(f"{n} {100 * float(v):.1f} %" for n, v in zip(block["names"], share)))
 
 
+def _save_run_policy(path: Path, policy, scenario: Scenario, contexts: Contexts) -> str | None:
+    """``policy.pt`` of a categorical run on named, unmasked features (``grpokit score``, ``evaluate``
+    and ``serve`` read it): identity encoder on the scenario's features, action and cohort labels,
+    and the discovered cohort model when [cohorts] found one (a row without ``cohort`` is then
+    assigned as in training). None (nothing written) for other runs."""
+    from grpokit.policy.io import save_policy
+    from grpokit.policy.network import Policy
+
+    names = getattr(scenario, "feature_names", None)
+    if (type(policy) is not Policy or scenario.action_spec["kind"] != "categorical" or not names
+            or contexts.mask is not None):
+        return None
+    actions = getattr(scenario, "action_names", None) or range(scenario.action_spec["n_actions"])
+    groups = getattr(scenario, "group_names", None) or range(scenario.n_groups)
+    meta = {"feature_names": list(names), "action_labels": [str(a) for a in actions],
+            "group_labels": [str(g) for g in groups], "scenario": scenario.name,
+            "trained_by": "grpokit run"}
+    if getattr(scenario, "cohort_model", None) is not None:
+        meta["cohort_model"] = scenario.cohort_model
+    return str(save_policy(policy, path, meta))
+
+
 def _cohort_log(scenario: Scenario, log):
     """``log`` with its group column = the run's discovered cohorts ([cohorts] kmeans | gmm: the
     scenario's cohort model assigns every row from its features), else unchanged."""
@@ -443,6 +465,7 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
                                      getattr(scenario, "action_names", None), max_depth=cfg.tree_depth, seed=cfg.seed)
         summary["explanation"] = {"fidelity": explanation["fidelity"], "depth": explanation["depth"]}
     summary["assignment"] = _assignment_table(scenario, contexts, grpo_actions)
+    summary["policy_path"] = _save_run_policy(out / "policy.pt", policy_cpu, scenario, contexts)
     if scenario.action_spec["kind"] in ("categorical", "beta"):  # scoreable by `grpokit scenario evaluate`
         names = getattr(scenario, "action_names", None) if scenario.action_spec["kind"] == "categorical" else None
         for name, a in assignments.items():
