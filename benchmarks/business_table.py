@@ -3,13 +3,14 @@
     python benchmarks/business_table.py marketing runs/bench/mk_s0 runs/bench/mk_s1 runs/bench/mk_s2
     python benchmarks/business_table.py logs runs/bench/mk_logs_s0 runs/bench/mk_logs_s1 runs/bench/mk_logs_s2
     python benchmarks/business_table.py pilot runs/bench/mk_s0 runs/bench/mk_s1 runs/bench/mk_s2
+    python benchmarks/business_table.py spillover runs/bench/mk_spill_s0 runs/bench/mk_spill_s1 runs/bench/mk_spill_s2
 
 One markdown row per policy, best first: the true value per customer (mean ± sd over the runs: each
 run is a training seed and an evaluation population), the share of the oracle's value, the share
 of the oracle's lift over no offer and over the current policy (docs/business.md), and GRPO's
 margin over the policy in every seed (so a claim that GRPO beats a method is checked per seed).
 ``logs`` adds the DR estimates on the held-out log and whether their 95 % intervals covered the
-true value. ``pilot`` gives one row per run: the cluster pilot's difference with its 95 % Welch
+true value. ``spillover`` adds the offer rate to the sure things (mean over the runs). ``pilot`` gives one row per run: the cluster pilot's difference with its 95 % Welch
 interval, the true effect it estimates, and whether the interval covers it and excludes 0. Every
 figure is read from the runs' summary.json; nothing is typed by hand.
 """
@@ -36,9 +37,9 @@ def _pct(x: float | None) -> str:
 
 
 def table(kind: str, run_dirs: list[Path]) -> str:
-    """The markdown table of ``kind`` ("marketing" or "logs") over the runs in ``run_dirs``."""
-    if kind not in ("marketing", "logs", "pilot"):
-        raise SystemExit(f"unknown table {kind!r}: choose marketing, logs or pilot")
+    """The markdown table of ``kind`` ("marketing", "logs", "spillover" or "pilot") over the runs in ``run_dirs``."""
+    if kind not in ("marketing", "logs", "spillover", "pilot"):
+        raise SystemExit(f"unknown table {kind!r}: choose marketing, logs, spillover or pilot")
     runs = [json.loads((Path(d) / "summary.json").read_text()) for d in run_dirs]
     if kind == "pilot":
         return _pilot_table(runs)
@@ -47,16 +48,16 @@ def table(kind: str, run_dirs: list[Path]) -> str:
     mean_value = {n: statistics.mean(r["policies"][n]["value"] for r in runs) for n in names}
     names.sort(key=lambda n: (n != "oracle", -mean_value[n]))
     names = names[1:] + names[:1]  # oracle last
-    head = ["policy", f"value (mean ± sd, {len(runs)} seeds)", "share of oracle", "lift share vs no offer",
+    head = ["policy", f"value (mean ± sd, {len(runs)} seeds)" if len(runs) > 1 else "value (one run)", "share of oracle", "lift share vs no offer",
             f"lift share vs {current}"]
     if kind == "logs":
         head += ["DR estimate, held-out log (mean)", "DR 95 % CI covers the true value"]
-    head += ["spend", "grpo − this, per seed"]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    head += ["spend", *(["offer rate, sure things"] if kind == "spillover" else []), "grpo − this, per seed"]
+    rows = []
     for n in names:
         p = [r["policies"][n] for r in runs]
         v = [b["value"] for b in p]
-        row = [f"**{n}**" if n == "grpo" else n, f"{statistics.mean(v):.3f} ± {_sd(v):.3f}",
+        row = [f"**{n}**" if n == "grpo" else n, f"{statistics.mean(v):.3f} ± {_sd(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}",
                _pct(_mean([b.get("share_of_oracle") for b in p])),
                _pct(_mean([b.get("lift_share_vs_no_offer") for b in p])),
                _pct(_mean([b.get("lift_share_vs_current") for b in p]))]
@@ -69,10 +70,16 @@ def table(kind: str, run_dirs: list[Path]) -> str:
                 row += ["–", "–"]
         spend = _mean([b.get("spend") for b in p])
         row.append("–" if spend is None else f"{spend:.2f}")
+        if kind == "spillover":
+            rate = _mean([b.get("offer_rate_sure_things") for b in p])
+            row.append("–" if rate is None else f"{rate:.2f}")
         margins = [r["policies"]["grpo"]["value"] - b["value"] for r, b in zip(runs, p)]
         row.append("–" if n == "grpo" else ", ".join(f"{m:+.3f}" for m in margins)
                    + f" ({sum(m > 0 for m in margins)}/{len(margins)} above)")
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
+    keep = [j for j in range(len(head)) if any(r[j] != "–" for r in rows)]  # drop columns no policy has (pricing: no lift, no spend)
+    lines = ["| " + " | ".join(head[j] for j in keep) + " |", "| " + " | ".join("---" for _ in keep) + " |"]
+    lines += ["| " + " | ".join(r[j] for j in keep) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -44,10 +44,19 @@ CHECKS = {
          for s in SEEDS],
         lambda dirs: business_table.table("logs", dirs),
     ),
+    "marketing-spillover": (
+        [(f"mk_spill_s{s}", ["run", "examples/marketing.toml", "--set", "scenario.spillover=0.3", "--set", f"grpo.seed={s}",
+                             "--set", f"evaluation.seed={s}"]) for s in SEEDS],
+        lambda dirs: business_table.table("spillover", dirs),
+    ),
+    "pricing": ([("pricing", ["run", "examples/pricing.toml"])], lambda dirs: business_table.table("marketing", dirs)),
+    "allocation": ([("allocation", ["run", "examples/allocation.toml"])], lambda dirs: business_table.table("marketing", dirs)),
 }
 _DONE: set[Path] = set()  # run directories finished in this invocation
 
-_BLOCK = re.compile(r"(<!-- bench-check (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /bench-check -->)", re.S)
+#: a block's body never runs into another block's tags (an empty block matches too)
+_BLOCK = re.compile(r"(<!-- bench-check (?P<name>[\w-]+) -->\n)(?P<body>(?:(?!<!-- /?bench-check)[\s\S])*?)(\n?<!-- /bench-check -->)")
+_END = "\n<!-- /bench-check -->"
 _NUM = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
 
 
@@ -79,8 +88,10 @@ def write_blocks(path: Path, tables: dict[str, str]) -> None:
     """Put ``tables`` (NAME -> table) into their blocks of ``path``, re-read just before writing, so that
     edits made to the rest of the file while the runs went on are kept."""
     text = path.read_text()
-    path.write_text(_BLOCK.sub(lambda m: m.group(1) + tables[m["name"]] + m.group(4) if m["name"] in tables
-                               else m.group(0), text))
+    new = _BLOCK.sub(lambda m: m.group(1) + tables[m["name"]] + _END if m["name"] in tables else m.group(0), text)
+    if _BLOCK.sub("", new) != _BLOCK.sub("", text):  # a guard: nothing outside the blocks may change
+        raise RuntimeError(f"writing the blocks would change {path.name} outside them; not written")
+    path.write_text(new)
 
 
 def _grpokit() -> list[str]:

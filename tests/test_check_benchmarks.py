@@ -62,3 +62,27 @@ def test_write_keeps_edits_made_while_the_runs_went_on(tmp_path):
     text = f.read_text()
     assert text.startswith("new section by someone else\n")
     assert cb.blocks(text) == {"marketing": new, "other": "| x |"}
+
+
+def test_spillover_table_adds_the_offer_rate_to_sure_things(tmp_path):
+    dirs = [_run(tmp_path, "s0", 21.0, 20.0), _run(tmp_path, "s1", 20.0, 20.5)]
+    for d, rate in zip(dirs, (0.9, 0.7)):
+        s = json.loads((d / "summary.json").read_text())
+        s["policies"]["grpo"]["offer_rate_sure_things"] = rate
+        (d / "summary.json").write_text(json.dumps(s))
+    lines = business_table.table("spillover", dirs).splitlines()
+    assert "offer rate, sure things" in lines[0]
+    rows = {r.split(" | ")[0].strip("| *"): r.split(" | ") for r in lines[2:]}
+    assert rows["grpo"][-2] == "0.80"  # mean of 0.9 and 0.7
+    assert rows["x_learner"][-2] == "–"  # not in the summaries
+
+
+def test_an_empty_block_is_filled_without_swallowing_the_text_after_it(tmp_path):
+    f = tmp_path / "B.md"
+    between = "prose between the blocks\n\n### a section\n"
+    f.write_text(f"<!-- bench-check new -->\n<!-- /bench-check -->\n{between}"
+                 f"<!-- bench-check marketing -->\n{TABLE}\n<!-- /bench-check -->\nend\n")
+    assert cb.blocks(f.read_text()) == {"new": "", "marketing": TABLE}
+    cb.write_blocks(f, {"new": "| n |"})
+    assert f.read_text() == (f"<!-- bench-check new -->\n| n |\n<!-- /bench-check -->\n{between}"
+                             f"<!-- bench-check marketing -->\n{TABLE}\n<!-- /bench-check -->\nend\n")
