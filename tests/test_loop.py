@@ -55,3 +55,54 @@ def test_tiny_loop_rolls_back_a_planted_bad_policy_and_handles_imperfect_rewards
     report = (tmp_path / "run" / "report.html").read_text()
     assert "rollback" in report
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["rollbacks"] == 1
+
+
+def test_gate_screen_better_and_not_worse():
+    """'better' passes only when the interval's lower end clears the margin; 'not_worse' unless its upper end does not."""
+    import numpy as np
+
+    from grpokit.loop.loop import _gate_screen
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(10_000)
+    noise = (noise - noise.mean()) / noise.std(ddof=1) * 50.0  # se = 0.5 exactly
+    unclear = noise - 0.2  # -0.2 ± 0.98 (95 %): neither shown better nor worse
+    worse = noise - 2.0  # -2.0 ± 0.98: shown worse
+    better = noise + 2.0
+    assert not _gate_screen(unclear, "better", 0.05, 0.0)["passed"]
+    assert _gate_screen(unclear, "not_worse", 0.05, 0.0)["passed"]
+    assert not _gate_screen(worse, "not_worse", 0.05, 0.0)["passed"]
+    assert _gate_screen(better, "better", 0.05, 0.0)["passed"]
+    g = _gate_screen(unclear, "not_worse", 0.2, 0.0)
+    assert abs(g["gate_upper_bound"] - (-0.2 + 1.2816 * 0.5)) < 1e-3
+    point = _gate_screen(unclear, "better", 1.0, -0.3)  # alpha 1: the point estimate against the margin
+    assert point["gate_lower_bound"] == point["gate_upper_bound"] and point["passed"]
+
+
+def test_pilot_size_from_the_power_figure():
+    from grpokit.loop.loop import _pilot_size
+    from grpokit.loop.pilot_power import power_plan, variance_components
+
+    # the marketing loop's pre-period: 12 cohorts of ~1,650 decisions, unit variance ~850, cohorts alike
+    means = [19.0, 19.4, 18.7, 19.9, 19.1, 18.8, 19.6, 19.2, 18.5, 19.8, 19.3, 18.9]
+    comp = variance_components(means, [1650] * 12, [850.0] * 12)
+    plan = power_plan(comp, cohorts=12, decisions=20_000, effect=1.0)
+    need = plan["decisions_needed"]
+    assert need > 20_000 and plan["mde"] > 1.0
+    assert _pilot_size(plan, 20_000, 10**7) == need
+    assert _pilot_size(plan, 20_000, 50_000) == min(need, 50_000)
+    easy = power_plan(comp, cohorts=12, decisions=20_000, effect=100.0)
+    assert _pilot_size(easy, 20_000, 80_000) == 20_000  # never below pilot_decisions
+    assert _pilot_size({"note": "no power figure below 5 cohorts"}, 20_000, 80_000) == 20_000
+    assert _pilot_size(power_plan(comp, cohorts=12, decisions=20_000), 20_000, 80_000) == 20_000  # no effect planned
+    spread = variance_components([15.0, 24.0, 17.0, 22.0, 19.0, 26.0], [1650] * 6, [850.0] * 6)
+    floor = power_plan(spread, cohorts=6, decisions=20_000, effect=0.5)
+    assert floor["decisions_needed"] is None  # the between-cohort floor: more decisions cannot reach 0.5
+    assert _pilot_size(floor, 20_000, 80_000) == 80_000
+
+
+def test_pilot_max_decisions_below_pilot_decisions_is_an_error():
+    with pytest.raises(ValueError, match="pilot_max_decisions"):
+        load_loop_config(None, ["loop.pilot_max_decisions=1000"])
+    with pytest.raises(ValueError, match="gate_screen"):
+        load_loop_config(None, ["loop.gate_screen='sometimes'"])

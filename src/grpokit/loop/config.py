@@ -31,7 +31,9 @@ class LoopSettings(_Strict):
     rounds: int = Field(5, ge=1)
     decisions: int = Field(20_000, ge=100)  #: served per round by the live policy (all cohorts)
     shadow_decisions: int = Field(2_000, ge=0)  #: served in shadow (live answers, candidate logged)
-    pilot_decisions: int = Field(20_000, ge=100)  #: served in the cohort pilot (canary by cohort)
+    pilot_decisions: int = Field(20_000, ge=100)  #: served in the cohort pilot (canary by cohort); the least when pilot_effect is set
+    pilot_effect: float | None = Field(None, gt=0)  #: size the pilot so its MDE (80 % power, level alpha) is this effect, from the pre-period's variance
+    pilot_max_decisions: int = Field(100_000, ge=100)  #: the most decisions a pilot sized from pilot_effect may take
     epsilon: float = Field(0.05, ge=0, le=1)  #: exploration: served q = (1 - eps) pi + eps / A
     start_policy: Literal["best_single", "uniform"] = "best_single"  #: round 0's live policy
     holdout: float = Field(0.3, gt=0, lt=1)  #: share of served decisions (fixed hash split of the id) never trained on, for gates
@@ -41,7 +43,8 @@ class LoopSettings(_Strict):
     outcome_backend: Literal["local", "ray"] = "local"  #: ray: each lightgbm fit on Ray Train workers
     outcome_params: dict[str, bool | int | float | str] = Field(default_factory=dict)  #: passed to the scikit-learn model
     gate_margin: float = 0.0  #: the gate passes when the DR improvement's lower bound is above this
-    gate_alpha: float = Field(0.2, gt=0, lt=1)  #: the gate's bound: lower end of the (1 - gate_alpha) interval (a screen; the pilot decides at alpha)
+    gate_screen: Literal["better", "not_worse"] = "better"  #: better: lower end of the (1 - gate_alpha) interval > gate_margin; not_worse: its upper end > gate_margin (the log does not show the candidate worse)
+    gate_alpha: float = Field(0.2, gt=0, le=1)  #: the gate's bound: lower end of the (1 - gate_alpha) interval (a screen; the pilot decides at alpha); 1: the point estimate
     pilot_design: Literal["strata", "pairs", "complete"] = "strata"
     stratum_size: int = Field(4, ge=2)
     pilot_adjust: Literal["none", "outcome_model"] = "outcome_model"  #: unit outcome minus m(x) fitted on the pre-period (CUPAC)
@@ -75,6 +78,9 @@ class LoopConfig(_Strict):
         if self.loop.outcome_backend == "ray" and self.loop.outcome_model != "lightgbm":
             raise ValueError(f"loop.outcome_backend = 'ray' fits loop.outcome_model = 'lightgbm' only, "
                              f"got {self.loop.outcome_model!r}")
+        if self.loop.pilot_max_decisions < self.loop.pilot_decisions:
+            raise ValueError(f"loop.pilot_max_decisions = {self.loop.pilot_max_decisions} must be >= "
+                             f"loop.pilot_decisions = {self.loop.pilot_decisions}")
         cfg = MarketingConfig(**self.scenario)
         if cfg.spillover != 0:
             raise ValueError("scenario.spillover must be 0 in the loop: off-policy estimates assume no interference")

@@ -98,6 +98,30 @@ def _holdout_mask(ids: pd.Series, share: float, seed: int) -> np.ndarray:
     return h / 2**32 < share
 
 
+def _gate_screen(diff: np.ndarray, screen: str, alpha: float, margin: float) -> dict:
+    """The gate's screen on per-row paired DR differences (candidate − live), interval mean ± z sd / sqrt(n).
+
+    ``better``: pass when the lower end of the (1 − alpha) interval is above ``margin`` (the log shows the
+    candidate better); ``not_worse``: pass unless its upper end is at or below ``margin`` (the log shows
+    it worse); alpha = 1 is the point estimate.
+    """
+    ci = _mean_ci(diff, alpha)
+    bound = ci["ci_low"] if screen == "better" else ci["ci_high"]
+    return {"gate_screen": screen, "gate_alpha": alpha, "gate_lower_bound": ci["ci_low"],
+            "gate_upper_bound": ci["ci_high"], "passed": bool(bound > margin)}
+
+
+def _pilot_size(power: dict, least: int, most: int) -> int:
+    """Pilot decisions from the power figure: ``decisions_needed`` for the planned effect, within [least, most].
+
+    No power figure (fewer than 5 cohorts): ``least``; the effect out of reach (between-cohort floor): ``most``.
+    """
+    if "mde" not in power or "effect" not in power:
+        return least
+    need = power.get("decisions_needed")
+    return most if need is None else int(min(max(need, least), most))
+
+
 class _Version:
     def __init__(self, policy, path: Path, version: str, label: str):
         self.policy, self.path, self.version, self.label = policy, path, version, label
@@ -254,10 +278,9 @@ class _Loop:
                 continue
             e = _mean_ci(psi_c[rows] - psi_l[rows], self.s.alpha)
             per[c] = {"improvement": e["value"], "ci_low": e["ci_low"], "ci_high": e["ci_high"], "rows": int(rows.sum())}
-        screen = _mean_ci(psi_c - psi_l, self.s.gate_alpha)
+        screen = _gate_screen(psi_c - psi_l, self.s.gate_screen, self.s.gate_alpha, self.s.gate_margin)
         return {"rows": len(hold), "candidate_value": value, "live_value": live_value,
-                "improvement": imp, "per_cohort": per, "gate_alpha": self.s.gate_alpha,
-                "gate_lower_bound": screen["ci_low"], "passed": bool(screen["ci_low"] > self.s.gate_margin)}
+                "improvement": imp, "per_cohort": per, **screen}
 
     def _guardrail(self, rnd: int, frame: pd.DataFrame, live: _Version, prev: _Version, prev_frame: pd.DataFrame | None) -> dict:
         """Is the live version worse than the one before it, over all cohorts or in one cohort?
@@ -318,12 +341,18 @@ class _Loop:
             m.fit(self._x(pre), pre["reward"].to_numpy(np.float64))
             pre = pre.assign(adjusted=pre["reward"] - m.predict(self._x(pre)))
             column = "adjusted"
-        plan = plan_from_log(pre, decisions=self.s.pilot_decisions, design=self.s.pilot_design, reward=column,
-                             stratum_size=self.s.stratum_size, seed=self.s.seed * 1000 + rnd, alpha=self.s.alpha)
+        kw = dict(design=self.s.pilot_design, reward=column, stratum_size=self.s.stratum_size,
+                  seed=self.s.seed * 1000 + rnd, alpha=self.s.alpha, effect=self.s.pilot_effect)
+        n_pilot = self.s.pilot_decisions
+        if self.s.pilot_effect is not None:
+            # sized from the power figure: the fewest decisions whose MDE (80 % power) is pilot_effect,
+            # at least pilot_decisions, at most pilot_max_decisions
+            n_pilot = _pilot_size(plan_from_log(pre, decisions=n_pilot, **kw).power, n_pilot, self.s.pilot_max_decisions)
+        plan = plan_from_log(pre, decisions=n_pilot, **kw)
         name = f"round{rnd}"
         save_plan(self.store, name, plan, replace=True)
         client.set_rollout("canary", candidate=cand.version, cohorts=plan.treated_cohorts)
-        played, frame, _ = self._phase(client, rnd, "pilot", self.s.pilot_decisions)
+        played, frame, _ = self._phase(client, rnd, "pilot", n_pilot)
         client.set_rollout("live")
         if column == "adjusted":
             frame = frame.assign(adjusted=frame["reward"] - m.predict(self._x(frame)))
@@ -340,6 +369,7 @@ class _Loop:
         res["true_effect"] = float(np.mean([diff[cohorts == c].mean() for c in plan.cohorts]))
         res["covered"] = bool(res["ci_low"] <= res["true_effect"] <= res["ci_high"])
         res["power"] = plan.power
+        res["decisions"] = n_pilot
         res["seconds"] = played["seconds"]
         return res
 
