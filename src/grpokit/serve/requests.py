@@ -14,7 +14,7 @@ from typing import Any
 
 from grpokit.serve import jsonio
 
-__all__ = ["ApiError", "DecideItem", "read_json", "parse_decide", "parse_reward", "parse_rewards", "MAX_ID_LEN"]
+__all__ = ["ApiError", "DecideItem", "read_json", "read_asgi_json", "parse_json", "ClientGone", "parse_decide", "parse_reward", "parse_rewards", "MAX_ID_LEN"]
 
 MAX_ID_LEN = 200
 
@@ -48,12 +48,7 @@ async def read_json(request, max_bytes: int) -> Any:
     """The request's JSON body; 413 when larger than ``max_bytes``, 422 when not JSON."""
     length = request.headers.get("content-length")
     if length is not None:
-        try:
-            n = int(length)
-        except ValueError:
-            raise ApiError(400, f"bad Content-Length header {length!r}") from None
-        if n > max_bytes:
-            raise ApiError(413, f"request body is {n} bytes; the limit is {max_bytes} (limits.max_body_bytes)")
+        check_length(length, max_bytes)
         body = await request.body()
     else:
         chunks, size = [], 0
@@ -63,6 +58,45 @@ async def read_json(request, max_bytes: int) -> Any:
                 raise ApiError(413, f"request body exceeds {max_bytes} bytes (limits.max_body_bytes)")
             chunks.append(chunk)
         body = b"".join(chunks)
+    return parse_json(body)
+
+
+def check_length(length: str, max_bytes: int) -> None:
+    """400 for a Content-Length that is not a number, 413 past ``max_bytes``."""
+    try:
+        n = int(length)
+    except ValueError:
+        raise ApiError(400, f"bad Content-Length header {length!r}") from None
+    if n > max_bytes:
+        raise ApiError(413, f"request body is {n} bytes; the limit is {max_bytes} (limits.max_body_bytes)")
+
+
+async def read_asgi_json(scope, receive, max_bytes: int) -> Any:
+    """:func:`read_json` on a raw ASGI request (the same checks and messages)."""
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            check_length(v.decode("latin-1"), max_bytes)
+            break
+    chunks, size, more = [], 0, True
+    while more:
+        msg = await receive()
+        if msg["type"] != "http.request":  # http.disconnect
+            raise ClientGone()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"request body exceeds {max_bytes} bytes (limits.max_body_bytes)")
+        chunks.append(chunk)
+        more = msg.get("more_body", False)
+    return parse_json(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body was read."""
+
+
+def parse_json(body: bytes) -> Any:
+    """A body's JSON; 422 when empty or malformed."""
     if not body:
         raise ApiError(422, "empty body: send a JSON object", [], "json_invalid")
     try:
