@@ -140,7 +140,7 @@ def learn(
     no_groups: bool = typer.Option(False, "--no-groups", help="Do not use the group column as P-GRPO preference groups"),
     set_: Optional[List[str]] = SetOption,
     config_file: Optional[Path] = typer.Option(None, "--config",
-                                               help="A TOML config: its [grpo], [policy] and [cohorts] sections apply"),
+                                               help="A TOML config: its \\[grpo], \\[policy] and \\[cohorts] sections apply"),
     seed: int = typer.Option(0, "--seed"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show stages and a training progress bar"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the policy an earlier learn left in --out"),
