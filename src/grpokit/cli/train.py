@@ -84,6 +84,8 @@ def run(
     _record(store, "run", str(out), cfg.model_dump(mode="json"), {k: v for k, v in summary.items() if k != "assignment"})
     _print_business(summary)
     console.print(f"report: [bold]{summary['report']}[/]; summary: {out / 'summary.json'}; run recorded in {store}")
+    if summary.get("policy_path"):
+        console.print(f"policy: {summary['policy_path']} (grpokit score / evaluate / serve --policy take it)")
 
 
 def _shell_quote(path: Path) -> str:
