@@ -40,7 +40,7 @@ class LogConfig(_Model):
     wal_dir: str | None = None  #: default: "<store>.decision-log" next to the store
     group_commit_ms: float = Field(0.0, ge=0, le=100)  #: extra wait to gather a group before fsync (0: none;
     #: what queues while the writers are busy forms the next group anyway)
-    writers: int = Field(2, ge=1, le=16)  #: writer threads: one group's fsync overlaps the next group's
+    writers: int = Field(4, ge=1, le=16)  #: writer threads: one group's fsync overlaps the next groups'
     fsync: bool = True  #: False only for throwaway experiments: acknowledged decisions may then be lost
     flush_interval_s: float = Field(5.0, gt=0, le=3600)  #: how often segments move into DuckDB
     poll_interval_s: float = Field(1.0, gt=0, le=3600)  #: how often the store is checked for promotions

@@ -4,7 +4,7 @@ Guarantee: a record (decision, reward, activation) is acknowledged only after th
 line are written to the current segment file and an ``fdatasync`` of that file, called after
 the write completed, has returned: an acknowledged record survives a crash of the process or the
 machine (as far as the disk honours fsync). Group commit, pipelined: ``writers`` threads (default
-2) each take everything queued (optionally after ``group_commit_ms`` of extra gathering), write it
+4) each take everything queued (optionally after ``group_commit_ms`` of extra gathering), write it
 under the file lock, then fsync outside it, so one group's fsync overlaps the next group's write
 and fsync (the kernel batches concurrent fsyncs of one file into one journal commit); one fsync
 serves every request of its group.
@@ -163,7 +163,7 @@ class DecisionLog:
 
     def __init__(self, store: str | Path, wal_dir: str | Path, *, group_commit_ms: float = 1.0, fsync: bool = True,
                  flush_interval_s: float = 5.0, segment_max_bytes: int = 64 << 20, lock_timeout_s: float = 10.0,
-                 on_flush: Callable | None = None, poll_interval_s: float = 1.0, writers: int = 2) -> None:
+                 on_flush: Callable | None = None, poll_interval_s: float = 1.0, writers: int = 4) -> None:
         self.store = Path(store)
         self.wal_dir = Path(wal_dir)
         self.group_commit_s = group_commit_ms / 1000.0
