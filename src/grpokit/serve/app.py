@@ -114,6 +114,11 @@ def _public(resp: tuple[dict, list | None], want_probs: bool, replay: bool = Fal
     return out
 
 
+def _shared(col: list):
+    """A log column's one shared value when every entry is that (a columnar block stores it once), else the list."""
+    return col[0] if col.count(col[0]) == len(col) else col
+
+
 def _json(obj, status: int = 200):
     return Response(jsonio.dumps(obj), status_code=status, media_type="application/json")
 
@@ -473,8 +478,8 @@ class ServeState:
             rec = {
                 "k": "D", "n": n, "event_id": eids,
                 "ts": now if per_item_ts is None else [per_item_ts[new[k][0]] for k in ks],
-                "policy_version": version, "arm": arm_k, "unit_id": [it.unit_id for it in its],
-                "cohort": [cohorts[k] for k in ks], "context": [it.context for it in its],
+                "policy_version": version, "arm": _shared(arm_k), "unit_id": _shared([it.unit_id for it in its]),
+                "cohort": _shared([cohorts[k] for k in ks]), "context": [it.context for it in its],
                 "action_code": actions if categorical else None, "action_label": labels,
                 "action_value": None if categorical else [json.dumps(a) for a in actions],
                 "propensity": props, "probabilities": probs,

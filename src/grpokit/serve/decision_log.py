@@ -109,24 +109,47 @@ def _row_columns(records: list[dict], names) -> dict[str, list]:
     return {n: [r.get(n) for r in records] for n in names}
 
 
-def _decision_columns(blocks: list[tuple[int, dict]], rows: list[dict]) -> dict[str, list]:
-    """The decision columns of columnar records (``{"k": "D", "n": n, column: a list of n values, or one
-    non-list value for all n}``, with their segment seq) and of row records (``{"k": "d", column: value}``, older segments)."""
-    cols: dict[str, list] = {n: [] for n in _DECISION_NAMES}
+_DECISION_JSON = ("context", "probabilities", "action_value")
+
+
+def _block_array(v, n: int, name: str, sql_type: str) -> pa.Array:
+    """One column of a columnar block as an Arrow array: a list (one value per decision) converted, a
+    shared value repeated (no per-decision Python object)."""
+    typ = _ARROW_TYPES[sql_type.split()[0]]
+    if type(v) is list:
+        if len(v) != n:
+            raise ValueError(f"a columnar decision record has {len(v)} values of {name!r} for n = {n}")
+        if name == "ts":
+            return _epoch_us(v)
+        return pa.array(_as_json_text(v) if name in _DECISION_JSON else v, typ)
+    if v is None:
+        return pa.nulls(n, typ)
+    if name == "ts":
+        return pa.repeat(_epoch_us([v])[0], n)
+    if name in _DECISION_JSON:
+        v = _as_json_text([v])[0]
+    return pa.repeat(pa.scalar(v, typ), n)
+
+
+def _decision_table(blocks: list[tuple[int, dict]], rows: list[dict]) -> pa.Table:
+    """The decisions of columnar records (``{"k": "D", "n": n, column: a list of n values, or one
+    non-list value for all n}``, with their segment seq) and of row records (``{"k": "d", column:
+    value}``, older segments), the first row per event_id kept."""
+    chunks: list[list[pa.Array]] = [[] for _ in DECISION_COLUMNS]
     for seq, b in blocks:
         n = b["n"]
-        for name, col in cols.items():
-            v = seq if name == "wal_segment" else b.get(name)
-            if type(v) is list:  # one value per decision (a shared value is never a list)
-                if len(v) != n:
-                    raise ValueError(f"a columnar decision record has {len(v)} values of {name!r} for n = {n}")
-                col.extend(v)
-            else:
-                col.extend([v] * n)
+        for j, (name, sql_type) in enumerate(DECISION_COLUMNS):
+            chunks[j].append(_block_array(seq if name == "wal_segment" else b.get(name), n, name, sql_type))
     if rows:
-        for name, col in cols.items():
-            col.extend(r.get(name) for r in rows)
-    return cols
+        t = _table(_row_columns(rows, _DECISION_NAMES), DECISION_COLUMNS, "event_id", ("ts",), _DECISION_JSON)
+        for j in range(len(DECISION_COLUMNS)):
+            chunks[j].append(t.column(j).combine_chunks())
+    table = pa.Table.from_arrays([pa.concat_arrays(c) for c in chunks], names=_DECISION_NAMES)
+    if pc.count_distinct(table.column(0)).as_py() != table.num_rows:  # a replayed duplicate: keep the first
+        keys = table.column(0).to_pylist()
+        seen: set = set()
+        table = table.take([i for i, k in enumerate(keys) if not (k in seen or seen.add(k))])
+    return table
 
 
 def _table(cols: dict[str, list], columns, key: str, ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pa.Table:
@@ -290,8 +313,7 @@ class DecisionLog:
             con.execute("BEGIN TRANSACTION")
             try:
                 if blocks or decisions:
-                    df = _table(_decision_columns(blocks, decisions), DECISION_COLUMNS, "event_id", ("ts",),
-                                ("context", "probabilities", "action_value"))
+                    df = _decision_table(blocks, decisions)
                     con.register("__serve_d", df)
                     con.execute(f"INSERT OR IGNORE INTO decisions ({', '.join(_DECISION_NAMES)}) "
                                 f"SELECT {', '.join(_DECISION_NAMES)} FROM __serve_d")
