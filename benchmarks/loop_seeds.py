@@ -30,10 +30,13 @@ def table(out: Path, seeds: list[int]) -> dict:
     for s in seeds:
         sm = json.loads((out / f"seed_{s}" / "summary.json").read_text())
         f = sm["final"]
-        verdicts = " ".join(r["verdict"].split(" ")[0] for r in sm["rounds"])
+        verdicts = " ".join(r["verdict"].split(" ")[0] + ("(gate)" if "(gate)" in r["verdict"] else "")
+                            for r in sm["rounds"])
+        pilots = [r["pilot"].get("decisions") for r in sm["rounds"] if r.get("pilot")]
         rows.append(f"seed {s}: final share {f['share_of_oracle']:.3f} ({f['live_label']}); verdicts {verdicts}; "
                     f"intervals {sm['coverage']['covered']}/{sm['coverage']['intervals']}; "
-                    f"promoted worse {sm['promoted_worse']}; wall {sm['wall_seconds']:.0f} s")
+                    f"promoted worse {sm['promoted_worse']}; pilots {len(pilots)} "
+                    f"({sum(p or 0 for p in pilots)} decisions); wall {sm['wall_seconds']:.0f} s")
         cov += sm["coverage"]["covered"]
         ints += sm["coverage"]["intervals"]
         worse += len(sm["promoted_worse"])

@@ -106,3 +106,50 @@ def test_pilot_max_decisions_below_pilot_decisions_is_an_error():
         load_loop_config(None, ["loop.pilot_max_decisions=1000"])
     with pytest.raises(ValueError, match="gate_screen"):
         load_loop_config(None, ["loop.gate_screen='sometimes'"])
+
+
+def test_randomization_one_sided_p_hand_values_and_level():
+    """p_greater = share of the design's assignments whose estimate (under the sharp null) is >= the observed one."""
+    import numpy as np
+
+    from grpokit.loop.pilot_analysis import randomization_interval
+    from grpokit.loop.pilot_design import design_assignments, make_strata
+
+    # pairs {0,1}, {2,3}; x orthogonal to T in each assignment, so tau_k = difference of means:
+    # 2.5, -0.5, 0.5, -2.5 -> the observed 2.5 is the largest: p_greater = 1/4 (two-sided p = 2/4)
+    y, t, x = np.array([10.0, 8.0, 12.0, 9.0]), np.array([1, 0, 1, 0], bool), np.array([1.0, 1.0, 2.0, 2.0])
+    a, exact = design_assignments(np.array([0, 0, 1, 1]), "pairs")
+    r = randomization_interval(y, t, a, x, exact=exact)
+    assert r["p_greater"] == 0.25 and r["p_value"] == 0.5
+    # under no effect it is a valid p-value: P(p_greater <= 0.1) <= 0.1 (150 draws, sd 0.025)
+    rng = np.random.default_rng(5)
+    small = 0
+    for _ in range(150):
+        xx = rng.normal(20, 8, 12)
+        aa, ex = design_assignments(make_strata(xx, "strata", 4), "strata")
+        tt = aa[rng.integers(len(aa))]
+        yy = 0.9 * xx + rng.standard_t(3, 12)
+        small += randomization_interval(yy, tt, aa, xx, exact=ex)["p_greater"] <= 0.1
+    assert small / 150 <= 0.16
+    # and it finds a real effect: +3 on noise of sd ~1.7
+    yy = 0.9 * xx + rng.standard_t(3, 12) + 3.0 * tt
+    assert randomization_interval(yy, tt, aa, xx, exact=ex)["p_greater"] < 0.05
+
+
+def test_combined_decision_stouffer():
+    from scipy.stats import norm
+
+    from grpokit.loop.loop import _combined_decision
+
+    half = norm.ppf(0.975)
+    gate = {"improvement": {"value": 1.0, "ci_low": 1.0 - half * 0.5, "ci_high": 1.0 + half * 0.5}}  # z_gate = 2
+    pilot = {"estimate": 0.8, "ci_low": -0.2, "ci_high": 1.8, "randomization": {"p_greater": float(norm.sf(1.5))}}
+    d = _combined_decision(gate, pilot, 0.05)
+    assert abs(d["z_gate"] - 2.0) < 1e-9 and abs(d["z_pilot"] - 1.5) < 1e-9
+    assert abs(d["z"] - 3.5 / 2**0.5) < 1e-9 and d["verdict"] == "promote"  # 2.47 > 1.96; neither alone at 95 % two-sided
+    weak = {**pilot, "randomization": {"p_greater": float(norm.sf(0.5))}}
+    assert _combined_decision(gate, weak, 0.05)["verdict"] == "hold"  # (2 + 0.5) / sqrt 2 = 1.77
+    against = {**pilot, "estimate": -0.1, "randomization": {"p_greater": float(norm.sf(3.0))}}
+    assert _combined_decision(gate, against, 0.05)["verdict"] == "hold"  # the pilot must point the same way
+    harm = {"estimate": -2.0, "ci_low": -3.0, "ci_high": -1.0, "randomization": {"p_greater": 0.99}}
+    assert _combined_decision(gate, harm, 0.05)["verdict"] == "stop"

@@ -48,7 +48,8 @@ class LoopSettings(_Strict):
     pilot_design: Literal["strata", "pairs", "complete"] = "strata"
     stratum_size: int = Field(4, ge=2)
     pilot_adjust: Literal["none", "outcome_model"] = "outcome_model"  #: unit outcome minus m(x) fitted on the pre-period (CUPAC)
-    pilot_margin: float = 0.0  #: promote when the pilot interval lies above this
+    pilot_margin: float = 0.0  #: decision "pilot": promote when the pilot interval lies above this
+    decision: Literal["pilot", "combined"] = "pilot"  #: pilot: the pilot's interval alone; combined: Stouffer's z of the held-out DR and the pilot's one-sided randomization p
     alpha: float = Field(0.05, gt=0, lt=1)
     guardrail_alpha: float = Field(0.05, gt=0, lt=1)  #: family-wise over cohorts (Bonferroni)
     batch: int = Field(1000, ge=1)  #: contexts per decide request

@@ -111,6 +111,34 @@ def _gate_screen(diff: np.ndarray, screen: str, alpha: float, margin: float) -> 
             "gate_upper_bound": ci["ci_high"], "passed": bool(bound > margin)}
 
 
+def _combined_decision(gate: dict, pilot: dict, alpha: float) -> dict:
+    """Stouffer's combination of the two independent one-sided tests of "the candidate is no better".
+
+    z_gate = DR improvement / its se on the held-out log (rows served before the pilot), z_pilot =
+    Φ^-1(1 − p) with p the pilot's one-sided randomization p-value; z = (z_gate + z_pilot) / sqrt(2)
+    is N(0, 1) (or below) when neither effect is positive. Promote when z > z_{1 − alpha/2} and the
+    pilot's own estimate is above 0 (the online experiment points the same way); ``stop`` when the
+    pilot's interval lies below 0; else hold.
+    """
+    from scipy.stats import norm
+
+    imp = gate["improvement"]
+    se = (imp["ci_high"] - imp["ci_low"]) / (2 * norm.ppf(1 - alpha / 2))
+    z_gate = imp["value"] / se if se > 0 else 0.0
+    p = pilot["randomization"]["p_greater"]
+    z_pilot = float(norm.isf(p))
+    z = (z_gate + z_pilot) / math.sqrt(2)
+    crit = float(norm.isf(alpha / 2))
+    if z > crit and pilot["estimate"] > 0:
+        verdict = "promote"
+    elif pilot["ci_high"] < 0:
+        verdict = "stop"
+    else:
+        verdict = "hold"
+    return {"rule": "combined", "z_gate": float(z_gate), "pilot_p_greater": p, "z_pilot": z_pilot, "z": float(z),
+            "critical": crit, "verdict": verdict}
+
+
 def _pilot_size(power: dict, least: int, most: int) -> int:
     """Pilot decisions from the power figure: ``decisions_needed`` for the planned effect, within [least, most].
 
@@ -444,8 +472,13 @@ class _Loop:
                                  "candidate_logged": bool(sh["shadow_version"].eq(cand.version).all())}
             pilot = self._pilot(client, rnd, live_frame, cand, live)
             rec["pilot"] = pilot
+            pilot["pilot_verdict"] = pilot["verdict"]  # the pilot's interval alone (decision = "pilot")
+            if s.decision == "combined":
+                rec["decision"] = _combined_decision(gate, pilot, s.alpha)
+                pilot["verdict"] = rec["decision"]["verdict"]
             self.log(f"round {rnd}: pilot {pilot['estimate']:.3f} [{pilot['ci_low']:.3f}, {pilot['ci_high']:.3f}] "
-                     f"(true {pilot['true_effect']:.3f}): {pilot['verdict']}")
+                     f"(true {pilot['true_effect']:.3f})"
+                     + (f", combined z {rec['decision']['z']:.2f}" if "decision" in rec else "") + f": {pilot['verdict']}")
             if pilot["verdict"] == "promote":
                 client.promote(cand.version)
                 state["previous"], state["live"], state["check_guardrail"] = live, cand, True

@@ -14,7 +14,8 @@ Interval (``interval = "randomization"``, the default): Fisher randomization inf
 into a confidence set. Under H0: tau = t0 (a constant additive effect), each cohort's outcome under
 the live policy is y_c − t0 T_c, so the estimate under any other assignment T^k the design could
 have drawn is known, and its deviation from t0 is A_k − t0 B_k with A_k = c_k' y, B_k = c_k' T
-(linear in t0). p(t0) = share of the design's assignments with |A_k − t0 B_k| >= |tau_hat − t0|;
+(linear in t0). p(t0) = share of the design's assignments with |A_k − t0 B_k| >= |tau_hat − t0|
+(``p_greater``: the one-sided p of tau = 0, the share with A_k >= tau_hat);
 the 1 − alpha set is {t0 : p(t0) > alpha}, found exactly from the 2 roots per assignment (its hull
 is reported). Why this one: its level comes from the randomization we actually ran (the stratified
 or paired design is built into the reference distribution), with no normality or equal-variance
@@ -98,7 +99,11 @@ def randomization_interval(y: np.ndarray, t_obs: np.ndarray, assignments: np.nda
         lo = -math.inf if accepted[0] == 0 else float(r[accepted[0] - 1])
         hi = math.inf if accepted[-1] == len(probes) - 1 else float(r[accepted[-1]])
     connected = bool(len(accepted) == 0 or (np.diff(accepted) == 1).all())
-    return {"estimate": tau, "p_value": float(pvalues(np.array([0.0]))[0]), "ci_low": lo, "ci_high": hi,
+    # one-sided p of tau = 0 against tau > 0: under the sharp null y is what every assignment would give,
+    # so the estimate under assignment k is a_k; p = share of the design's assignments with a_k >= tau_hat
+    p_greater = float(((a >= tau - 1e-9 * scale).sum() + add) / m)
+    return {"estimate": tau, "p_value": float(pvalues(np.array([0.0]))[0]), "p_greater": p_greater,
+            "ci_low": lo, "ci_high": hi,
             "n_assignments": int(len(a)), "exact": bool(exact), "connected": connected,
             "min_p_value": float((1 + add) / m) if exact else float(1 / m)}
 
