@@ -112,59 +112,35 @@ def _row_columns(records: list[dict], names) -> dict[str, list]:
 _DECISION_JSON = ("context", "probabilities", "action_value")
 
 
-def _block_array(v, n: int, name: str, sql_type: str) -> pa.Array:
-    """One column of a columnar block as an Arrow array: a list (one value per decision) converted, a
-    shared value repeated (no per-decision Python object)."""
-    typ = _ARROW_TYPES[sql_type.split()[0]]
-    if type(v) is list:
-        if len(v) != n:
-            raise ValueError(f"a columnar decision record has {len(v)} values of {name!r} for n = {n}")
-        if name == "ts":
-            return _epoch_us(v)
-        return pa.array(_as_json_text(v) if name in _DECISION_JSON else v, typ)
-    if v is None:
-        return pa.nulls(n, typ)
-    if name == "ts":
-        return pa.repeat(_epoch_us([v])[0], n)
-    if name in _DECISION_JSON:
-        v = _as_json_text([v])[0]
-    return pa.repeat(pa.scalar(v, typ), n)
-
-
 def _decision_table(blocks: list[tuple[int, dict]], rows: list[dict]) -> pa.Table:
     """The decisions of columnar records (``{"k": "D", "n": n, column: a list of n values, or one
     non-list value for all n}``, with their segment seq) and of row records (``{"k": "d", column:
-    value}``, older segments), the first row per event_id kept."""
-    chunks: list[list[pa.Array]] = [[] for _ in DECISION_COLUMNS]
+    value}``, older segments), the first row per event_id kept. The blocks' columns are joined as
+    lists (a shared value repeated by list multiplication), then converted once per column."""
+    cols: dict[str, list] = {n: [] for n in _DECISION_NAMES}
     for seq, b in blocks:
         n = b["n"]
-        for j, (name, sql_type) in enumerate(DECISION_COLUMNS):
-            chunks[j].append(_block_array(seq if name == "wal_segment" else b.get(name), n, name, sql_type))
-    if rows:
-        t = _table(_row_columns(rows, _DECISION_NAMES), DECISION_COLUMNS, "event_id", ("ts",), _DECISION_JSON)
-        for j in range(len(DECISION_COLUMNS)):
-            chunks[j].append(t.column(j).combine_chunks())
-    table = pa.Table.from_arrays([pa.concat_arrays(c) for c in chunks], names=_DECISION_NAMES)
-    if pc.count_distinct(table.column(0)).as_py() != table.num_rows:  # a replayed duplicate: keep the first
-        keys = table.column(0).to_pylist()
-        seen: set = set()
-        table = table.take([i for i, k in enumerate(keys) if not (k in seen or seen.add(k))])
-    return table
+        for name, col in cols.items():
+            v = seq if name == "wal_segment" else b.get(name)
+            if type(v) is list:  # one value per decision (a shared value is never a list)
+                if len(v) != n:
+                    raise ValueError(f"a columnar decision record has {len(v)} values of {name!r} for n = {n}")
+                col += v
+            else:
+                col += [v] * n
+    for r in rows:
+        for name, col in cols.items():
+            col.append(r.get(name))
+    return _table(cols, DECISION_COLUMNS, ("ts",), _DECISION_JSON, key="event_id")  # a replayed duplicate: first kept
 
 
-def _table(cols: dict[str, list], columns, key: str, ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> pa.Table:
-    """An Arrow table of the column lists ``cols`` in ``columns`` (name, DuckDB type), the first row per
-    ``key`` kept; epoch-second ``ts_cols`` as timestamps, ``json_cols`` as JSON text."""
-    keys = cols[key]
-    keep = None
-    if len(set(keys)) != len(keys):
-        seen: set = set()
-        keep = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
+def _table(cols: dict[str, list], columns, ts_cols: tuple[str, ...], json_cols: tuple[str, ...] = (),
+           key: str | None = None) -> pa.Table:
+    """An Arrow table of the column lists ``cols`` in ``columns`` (name, DuckDB type); epoch-second
+    ``ts_cols`` as timestamps, ``json_cols`` as JSON text; with ``key``, the first row per key kept."""
     arrays, names = [], []
     for name, sql_type in columns:
         col = cols[name]
-        if keep is not None:
-            col = [col[i] for i in keep]
         if name in ts_cols:
             arr = _epoch_us(col)
         else:
@@ -173,7 +149,12 @@ def _table(cols: dict[str, list], columns, key: str, ts_cols: tuple[str, ...], j
             arr = pa.array(col, _ARROW_TYPES[sql_type.split()[0]])
         arrays.append(arr)
         names.append(name)
-    return pa.Table.from_arrays(arrays, names=names)
+    table = pa.Table.from_arrays(arrays, names=names)
+    if key is not None and pc.count_distinct(table.column(key)).as_py() != table.num_rows:
+        keys = table.column(key).to_pylist()
+        seen: set = set()
+        table = table.take([i for i, k in enumerate(keys) if not (k in seen or seen.add(k))])
+    return table
 
 
 def n_rows(records: list[dict]) -> int:
@@ -319,15 +300,15 @@ class DecisionLog:
                                 f"SELECT {', '.join(_DECISION_NAMES)} FROM __serve_d")
                     con.unregister("__serve_d")
                 if rewards:
-                    df = _table(_row_columns(rewards, _REWARD_NAMES), REWARD_COLUMNS, "reward_id", ("received_at",),
-                                ("components",))
+                    df = _table(_row_columns(rewards, _REWARD_NAMES), REWARD_COLUMNS, ("received_at",), ("components",),
+                                key="reward_id")
                     con.register("__serve_r", df)
                     con.execute(f"INSERT OR IGNORE INTO rewards ({', '.join(_REWARD_NAMES)}) "
                                 f"SELECT {', '.join(_REWARD_NAMES)} FROM __serve_r")
                     con.unregister("__serve_r")
                 if activations:
                     df = _table(_row_columns(activations, ("event_id", "activated_at")),
-                                (("event_id", "VARCHAR"), ("activated_at", "TIMESTAMP")), "event_id", ("activated_at",))
+                                (("event_id", "VARCHAR"), ("activated_at", "TIMESTAMP")), ("activated_at",), key="event_id")
                     con.register("__serve_a", df)
                     con.execute("INSERT OR IGNORE INTO activations SELECT event_id, activated_at FROM __serve_a")
                     con.unregister("__serve_a")
