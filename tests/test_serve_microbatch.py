@@ -272,3 +272,30 @@ def test_columnar_blocks_and_row_records_flush_to_the_same_rows(tmp_path):
         ("b2", "v2", "live", "u2", None, '{"a":2.0}', 1, 0.4, "[0.6,0.4]", 0.05, False, "v3", 1, 0.7),
         ("r0", "v", "live", None, None, '{"a":1.0}', 0, 0.5, "[0.5,0.5]", None, False, None, None, None)]
     assert n_seg == 5
+
+
+def test_an_unexpected_error_on_one_row_fails_only_its_own_request(tmp_path, policy_file):
+    st = _state(tmp_path, policy_file)
+    dp = st.policies.current
+    real = dp.decide
+
+    def fragile(rows, **kw):
+        if any(r.get("a") == 999.0 for r in rows):
+            raise RuntimeError("boom on the marked row")
+        return real(rows, **kw)
+
+    dp.decide = fragile
+    ctxs = _contexts(4)
+    ctxs[1] = {"a": 999.0, "b": 0.0, "c": 0.0}
+
+    async def go():
+        return await asyncio.gather(*[st.decide({"context": c, "event_id": f"u{k}"}) for k, c in enumerate(ctxs)],
+                                    return_exceptions=True)
+
+    try:
+        out = asyncio.run(go())
+    finally:
+        dp.decide = real
+        st.shutdown()
+    assert isinstance(out[1], RuntimeError) and "u1" not in st.index
+    assert [d["event_id"] for k, d in enumerate(out) if k != 1] == ["u0", "u2", "u3"]

@@ -385,21 +385,19 @@ class ServeState:
     def _draw_group(self, group):
         """``(records, responses)`` of a group of single decisions; a row whose context the policy refuses
         fails its own request only (the group is then drawn one by one, for each row's exact error)."""
-        from grpokit.policy.features import FeatureError
-
         items = [it for it, _, _ in group]
         new = [(k, eid) for k, (_, eid, _) in enumerate(group)]
         ts = [ev.ts for _, _, ev in group]
         try:
             return self._draw(items, new, self.policies, ts, False)
-        except ApiError:
+        except Exception:  # noqa: BLE001 - whatever one row raised, it must not fail the others
             if len(group) == 1:
                 raise
         records, responses = [], [None] * len(group)
         for k, (it, eid, ev) in enumerate(group):
             try:
                 recs, (resp,) = self._draw([it], [(0, eid)], self.policies, [ev.ts], False)
-            except (ApiError, FeatureError) as err:
+            except Exception as err:  # noqa: BLE001 - this request's own error (422, or 500 if unexpected)
                 self._fail(eid, ev, err)
                 continue
             records += recs
