@@ -312,6 +312,9 @@ def run(args) -> dict:
                  "load_generator": "asyncio streams, keep-alive HTTP/1.1, one process on the same machine"
                                    + (" (uvloop)" if _UVLOOP else ""),
                  "work_dir": str(work)}
+    from grpokit.serve.config import LogConfig
+
+    out["serve_log_config"] = LogConfig().model_dump()  # the service runs with the defaults (writers, group commit)
     out["in_process"] = in_process(work, contexts)
     sport, bport = free_port(), free_port()
     service = start_service(work, sport, work / "policy.pt", "service.log")
