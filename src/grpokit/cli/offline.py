@@ -191,7 +191,8 @@ def learn(
             {k: v for k, v in summary.items() if k not in ("roles", "explanation", "uplift_curve")})
     unit = summary.get("reward_unit") or "per decision"
     console.print(f"policy saved to [bold]{summary['policy_path']}[/] (advantage {summary['advantage']}"
-                  + (f", preference groups = {summary['preference_groups']}" if summary.get("preference_groups") else "")
+                  + (f", preference groups = {summary['preference_groups']}"
+                     if summary.get("preference_groups") and summary.get("advantage") == "pgrpo" else "")
                   + ")")
     if summary.get("cohorts"):
         c = summary["cohorts"]
