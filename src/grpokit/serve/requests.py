@@ -133,14 +133,19 @@ def _plain_id(v) -> bool:
     return v is None or type(v) is str and 0 < len(v) <= MAX_ID_LEN
 
 
-def _item(obj: Any, loc: list) -> DecideItem:
+def _item(obj: Any, loc: list | int) -> DecideItem:
+    """The item of one body element (``loc``: its path, or its index in ``batch``, for the error)."""
+    if type(obj) is dict and len(obj) == 1:  # the commonest shape: {"context": {...}}
+        ctx = obj.get("context")
+        if type(ctx) is dict:
+            return DecideItem(ctx, None, None, None, False)
     if type(obj) is dict and obj.keys() <= _ITEM_KEYS:  # the common shape, checked in a few operations
         ctx = obj.get("context")
         eid, uid, coh = obj.get("event_id"), obj.get("unit_id"), obj.get("cohort")
         defer = obj.get("defer_activation", False)
         if (type(ctx) is dict and type(defer) is bool and _plain_id(eid) and _plain_id(uid) and _plain_id(coh)):
             return DecideItem(ctx, eid, uid, coh, defer)
-    return _item_checked(obj, loc)
+    return _item_checked(obj, ["batch", loc] if type(loc) is int else loc)
 
 
 def _item_checked(obj: Any, loc: list) -> DecideItem:
@@ -185,7 +190,7 @@ def parse_decide(body: Any, max_batch: int) -> tuple[list[DecideItem], bool, boo
             raise ApiError(422, "batch is empty", ["batch"])
         if len(batch) > max_batch:
             raise ApiError(413, f"batch has {len(batch)} contexts; the limit is {max_batch} (limits.max_batch)")
-        return [_item(x, ["batch", i]) for i, x in enumerate(batch)], True, probs
+        return [_item(x, i) for i, x in enumerate(batch)], True, probs
     single = {k: v for k, v in body.items() if k != "probabilities"}
     return [_item(single, [])], False, probs
 
