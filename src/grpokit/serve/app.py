@@ -490,19 +490,20 @@ class ServeState:
                 rec["shadow_propensity"] = shadow.propensities.tolist()
             records.append(rec)
             if categorical:
-                for j, k in enumerate(ks):
-                    resp = {"event_id": eids[j], "action": labels[j], "action_code": actions[j],
-                            "propensity": props[j], "policy_version": version, "arm": arm_k[j]}
-                    if defer[j]:
-                        resp["deferred"] = True
-                    responses[k] = (resp, probs[j])
+                out = [({"event_id": e, "action": lab, "action_code": a, "propensity": pr, "policy_version": version,
+                         "arm": arm}, q) for e, lab, a, pr, arm, q in zip(eids, labels, actions, props, arm_k, probs)]
             else:
-                for j, k in enumerate(ks):
-                    resp = {"event_id": eids[j], "action": actions[j], "action_code": None,
-                            "propensity": props[j], "policy_version": version, "arm": arm_k[j]}
-                    if defer[j]:
+                out = [({"event_id": e, "action": a, "action_code": None, "propensity": pr, "policy_version": version,
+                         "arm": arm}, None) for e, a, pr, arm in zip(eids, actions, props, arm_k)]
+            if rec["deferred"] is not False:
+                for (resp, _), dfr in zip(out, defer):
+                    if dfr:
                         resp["deferred"] = True
-                    responses[k] = (resp, None)
+            if len(ks) == len(new):  # one policy answers every item: ks is 0..n-1
+                responses = out
+            else:
+                for k, r in zip(ks, out):
+                    responses[k] = r
         return records, responses
 
     @staticmethod
