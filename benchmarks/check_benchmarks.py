@@ -12,6 +12,12 @@ table) and the script that turns the runs into the table. The check passes when 
 the regenerated table equals the file's to its last printed digit (one unit of slack for float
 noise across machines) and all the text matches. ``--write`` is the only way figures get into
 those blocks: from the commands, never by hand. Exit status 1 on any mismatch.
+
+A check's command is either a `grpokit run`-like command (the script adds ``--out DIR``; the run is
+finished when DIR/summary.json exists) or a command writing one file, whose path stands where
+:data:`OUT` is in its args (a ``benchmarks/*.py`` script runs on this interpreter). Checks listed
+in :data:`NEEDS` read data outside the repository (the Open Bandit Dataset sample in
+``../shared/data/obd``) and are skipped, with a line saying so, where it is absent.
 """
 
 from __future__ import annotations
@@ -28,11 +34,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import business_table  # noqa: E402
+import obd_table  # noqa: E402
+import preferences_table  # noqa: E402
 
 SEEDS = (0, 1, 2)
+_PREF = ["bench", "preferences", "--json"]
+_OBD = "../shared/data/obd"  # relative to the repository root (the commands run there)
+_OBD_LEARN = {"gbm": [], "linear": ["--outcome-model", "linear"], "gbm_beta0.05": ["--set", "grpo.beta=0.05"],
+              "gbm_drgrpo_lr0.01": ["--set", "grpo.advantage.name=dr_grpo", "--set", "grpo.lr=0.01"]}
+_DENSE = ["--set", 'scenario.reward="gaussian"', "--set", "scenario.scales=[1.0,0.1,0.02]", "--set", "scenario.noise=[1.0,0.1,0.02]"]
 _LOGS = ["--set", "evaluation.train_on=logs", "--set", "evaluation.pilot=false", "--set", "evaluation.compare_ignore_spillover=false"]
 
-#: name -> (runs: [(run dir name, grpokit args)], table(run dirs) -> markdown)
+#: stands, in a check's grpokit args, for the path of the one file the command writes
+OUT = "{out}"
+
+#: name -> (runs: [(run dir or file name, grpokit args)], table(run paths) -> markdown); args without
+#: OUT get ``--out DIR --no-progress --store ...`` appended (a `grpokit run`)
 CHECKS = {
     "marketing": (
         [(f"mk_s{s}", ["run", "examples/marketing.toml", "--set", f"grpo.seed={s}", "--set", f"evaluation.seed={s}"])
@@ -51,7 +68,32 @@ CHECKS = {
     ),
     "pricing": ([("pricing", ["run", "examples/pricing.toml"])], lambda dirs: business_table.table("marketing", dirs)),
     "allocation": ([("allocation", ["run", "examples/allocation.toml"])], lambda dirs: business_table.table("marketing", dirs)),
+    "pref-sparse": ([("pref_sparse.json", [*_PREF, OUT, "--seeds", "5"])],
+                    lambda paths: preferences_table.table(paths[0])),
+    "pref-dense": ([("pref_dense.json", [*_PREF, OUT, "--seeds", "5", *_DENSE])],
+                   lambda paths: preferences_table.table(paths[0])),
+    "pref-batch": ([("pref_batch.json", [*_PREF, OUT, "--seeds", "5", *_DENSE, "--set", 'grpo.advantage.scale="batch"'])],
+                   lambda paths: preferences_table.table(paths[0], {"grpo": "grpo (batch std)"})),
+    "pref-drift": (
+        [("pref_drift.json", [*_PREF, OUT, "--seeds", "5", "--set", "scenario.drift=[0.0,0.5,0.2]", "--set", "grpo.advantage.decay=0.9"]),
+         ("pref_drift_big_nodecay.json", [*_PREF, OUT, "--seeds", "5", "--methods", "pgrpo",
+                                          "--set", "scenario.drift=[0.0,3.0,1.0]", "--set", "grpo.advantage.decay=1.0"])],
+        lambda paths: preferences_table.table(paths[0], {"pgrpo": "pgrpo (decay 0.9)"}) + "\n"
+        + "\n".join(preferences_table.table(paths[1], {"pgrpo": "pgrpo (drift [0, 3, 1], decay 1.0)"}).splitlines()[2:]),
+    ),
+    "obd-validate": ([("obd_validate.json", ["obd", "validate", "--root", _OBD, "--campaign", "all", "--json", OUT])],
+                     lambda paths: obd_table.validate(paths[0])),
+    "ope-coverage": ([("ope_coverage.json", ["benchmarks/ope_coverage.py", "--json", OUT])],
+                     lambda paths: obd_table.coverage(paths[0], {"dr-gain": "dr improvement (paired, π − π₀)"})),
+    "obd-learn": (
+        [(f"obd_learn_{label}_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s), *extra])
+         for label, extra in _OBD_LEARN.items() for s in SEEDS],
+        lambda paths: obd_table.learn(paths, {"gbm": "gbm (default)", "linear": "linear", "gbm_beta0.05": "gbm, beta 0.05",
+                                              "gbm_drgrpo_lr0.01": "gbm, dr_grpo, lr 0.01"}),
+    ),
 }
+#: checks that need data outside the repository: skipped (and said so) where it is absent
+NEEDS = {"obd-validate": _OBD, "obd-learn": _OBD}
 _DONE: set[Path] = set()  # run directories finished in this invocation
 
 #: a block's body never runs into another block's tags (an empty block matches too)
@@ -106,12 +148,20 @@ def run_check(name: str, runs_dir: Path, reuse: bool) -> str:
     for run_name, args in runs:
         out = runs_dir / run_name
         dirs.append(out)
-        if (reuse or out in _DONE) and (out / "summary.json").exists():
+        to_file = OUT in args  # a command writing one file (its path where OUT stands), else a `grpokit run` directory
+        finished = out if to_file else out / "summary.json"
+        if (reuse or out in _DONE) and finished.exists():
             print(f"  reusing {out}", flush=True)
             continue
-        if out.exists():
+        if out.is_dir():
             shutil.rmtree(out)
-        cmd = [*_grpokit(), *args, "--out", str(out), "--no-progress", "--store", str(runs_dir / "check.duckdb")]
+        elif out.exists():
+            out.unlink()
+        if to_file:  # a benchmarks/*.py script runs on this interpreter, anything else is a grpokit command
+            cmd = [*([sys.executable] if args[0].endswith(".py") else _grpokit()), *(str(out) if a == OUT else a for a in args)]
+        else:
+            store = ["--store", str(runs_dir / "check.duckdb")] if args[0] == "run" else []  # `fusion run` has no store
+            cmd = [*_grpokit(), *args, "--out", str(out), "--no-progress", *store]
         print("  $ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         _DONE.add(out)
@@ -139,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs_dir = args.runs
         runs_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed = skipped = 0
     written: dict[str, str] = {}
     try:
         for name in names:
             print(f"[{name}]", flush=True)
+            if name in NEEDS and not (ROOT / NEEDS[name]).exists():
+                print(f"  skipped: it needs {NEEDS[name]} (not found from {ROOT})")
+                skipped += 1
+                continue
             table = run_check(name, runs_dir, reuse=args.runs is not None)
             if args.write:
                 if name not in found:
@@ -165,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
     if args.write and written:
         write_blocks(args.file, written)
-    print(f"{len(names) - failed}/{len(names)} checks {'written' if args.write else 'reproduce'}")
+    print(f"{len(names) - failed - skipped}/{len(names)} checks {'written' if args.write else 'reproduce'}"
+          + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
 

@@ -86,3 +86,15 @@ def test_an_empty_block_is_filled_without_swallowing_the_text_after_it(tmp_path)
     cb.write_blocks(f, {"new": "| n |"})
     assert f.read_text() == (f"<!-- bench-check new -->\n| n |\n<!-- /bench-check -->\n{between}"
                              f"<!-- bench-check marketing -->\n{TABLE}\n<!-- /bench-check -->\nend\n")
+
+
+def test_a_check_whose_command_writes_one_file(tmp_path, monkeypatch):
+    """OUT in the args is replaced by the file's path; the file is reused with --runs, rewritten without."""
+    monkeypatch.setattr(cb, "_grpokit", lambda: [sys.executable])
+    write = ["-c", "import sys, time; open(sys.argv[1], 'w').write(str(time.time_ns()))", cb.OUT]
+    monkeypatch.setitem(cb.CHECKS, "one-file", ([("f.txt", write)], lambda paths: paths[0].read_text()))
+    first = cb.run_check("one-file", tmp_path, reuse=True)
+    assert (tmp_path / "f.txt").read_text() == first
+    assert cb.run_check("one-file", tmp_path, reuse=True) == first  # reused
+    cb._DONE.clear()
+    assert cb.run_check("one-file", tmp_path, reuse=False) != first  # rerun
