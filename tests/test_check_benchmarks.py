@@ -98,3 +98,33 @@ def test_a_check_whose_command_writes_one_file(tmp_path, monkeypatch):
     assert cb.run_check("one-file", tmp_path, reuse=True) == first  # reused
     cb._DONE.clear()
     assert cb.run_check("one-file", tmp_path, reuse=False) != first  # rerun
+
+
+def test_obd_learn_table_reads_label_seed_and_gives_the_gates_verdict(tmp_path):
+    import obd_table
+
+    def write(name, lo, hi):
+        r = {"policies": {"grpo": {"value": 0.01, "ci_low": 0.0, "ci_high": 0.02}, "random": {"value": 0.004}},
+             "improvement_over_random": {"value": (lo + hi) / 2, "ci_low": lo, "ci_high": hi}}
+        (tmp_path / name).write_text(json.dumps(r))
+        return tmp_path / name
+
+    files = [write("obd_learn_gbm_s0.json", 0.001, 0.05), write("obd_learn_gbm_beta0.05_s1.json", -0.01, 0.02),
+             write("obd_learn_linear_s2.json", -0.006, -0.002)]
+    rows = [r.split(" | ") for r in obd_table.learn(files, {"gbm": "gbm (default)"}).splitlines()[2:]]
+    assert [(r[0].strip("| "), r[1], r[-1].strip(" |")) for r in rows] == [
+        ("gbm (default)", "0", "promote"), ("gbm_beta0.05", "1", "hold"), ("linear", "2", "hold (worse)")]
+    with pytest.raises(SystemExit):
+        obd_table.learn([tmp_path / "other.json"])
+
+
+def test_preferences_table_says_never_when_a_seed_did_not_reach_90_percent(tmp_path):
+    import preferences_table
+
+    block = {"policies": {"pgrpo": {"value": 0.5, "value_std": 0.01, "per_group": {"g0": 0.9, "g1": 0.05}}},
+             "oracle": {"per_group": {"g0": 1.0, "g1": 0.1}}, "steps_to_90pct": {"g0": 10, "g1": None},
+             "steps_to_90pct_per_seed": {"g0": [10, 10], "g1": [None, 40]}}
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"methods": {"pgrpo": block}}))
+    assert preferences_table.table(f).splitlines()[2] == "| pgrpo | 0.5000 ± 0.0100 | 0.900 | 0.500 | 10 / never |"
+    assert preferences_table.per_seed(f, ["g1"]) == "g1: pgrpo [never, 40]"
