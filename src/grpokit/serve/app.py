@@ -696,9 +696,10 @@ def create_app(config: ServeConfig, policy_path: str | Path | None = None, *, to
             task.cancel()
             await asyncio.to_thread(state.shutdown)
 
-    app = FastAPI(title="grpokit decision service", version="1", lifespan=lifespan,
-                  description="Decisions with propensities, rewards joined by event id. See docs/serving.md.")
+    app = _ServeApp(title="grpokit decision service", version="1", lifespan=lifespan,
+                    description="Decisions with propensities, rewards joined by event id. See docs/serving.md.")
     app.state.serve = state
+    app.decide_fast = _middleware(None, state)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, err: ApiError):
@@ -774,6 +775,21 @@ def create_app(config: ServeConfig, policy_path: str | Path | None = None, *, to
 
     app.add_middleware(_MiddlewareFactory, state=state)
     return app
+
+
+class _ServeApp(FastAPI):
+    """The FastAPI app, with ``POST /v1/decide`` (the hot path) handed to :func:`_middleware` before the
+    framework's own middleware stack (the same auth, metrics, checks and answers; an unexpected error
+    reaches the server, which answers 500 as the stack would)."""
+
+    decide_fast = None
+
+    async def __call__(self, scope, receive, send):
+        if (self.decide_fast is not None and scope["type"] == "http" and scope["path"] == "/v1/decide"
+                and scope["method"] == "POST"):
+            scope["app"] = self
+            return await self.decide_fast(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 class _MiddlewareFactory:
