@@ -16,13 +16,16 @@
 3. **learn** a candidate from the served log alone (the latest ``train_window`` rewarded rows, minus
    this round's holdout): a cross-fitted outcome model and GRPO with the cohorts as P-GRPO groups
    (``grpokit.offline.learn.learn_from_outcome_model``);
-4. **gate** it on the holdout (served by the live policy, never trained on): DR value of the
-   candidate's served distribution and its paired improvement over the live one, with CIs, per
-   cohort too; hold unless the improvement's lower bound exceeds ``gate_margin``;
+4. **gate** it on the holdout (served decisions never trained on): DR value of the candidate's served
+   distribution and its paired improvement over the live one, with CIs, per cohort too; a screen
+   (``gate_screen``): ``better`` holds unless the improvement's lower bound exceeds ``gate_margin``,
+   ``not_worse`` holds only when its upper bound does not;
 5. **shadow** it (the live policy answers, the candidate's choices are logged), then **pilot** it:
    cohorts stratified on this round's served outcome, half of each stratum on the candidate
-   (canary by cohort), analysed from the served log (:mod:`~grpokit.loop.pilot`); promote when the
-   pilot's interval lies above ``pilot_margin``, else hold.
+   (canary by cohort), sized from the power figure when ``pilot_effect`` is set, analysed from the
+   served log (:mod:`~grpokit.loop.pilot`); ``decision = "pilot"``: promote when the pilot's interval
+   lies above ``pilot_margin``; ``"combined"``: when Stouffer's z of the gate and the pilot
+   (:func:`_combined_decision`) is significant and the pilot's estimate is positive; else hold.
 
 Every round records the simulator's truth beside what the business saw: the live version's true
 value and share of the oracle (exploration included), the off-policy and pilot intervals and the

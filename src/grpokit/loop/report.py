@@ -57,10 +57,12 @@ def write_loop_report(path: str | Path, summary: dict) -> None:
             r["round"], r.get("live_label"), r["live_version"], _f(r["true_value"]), _f(r["share_of_oracle"]),
             _f(r.get("spend")), _ci(g.get("candidate_value")), _f(g.get("true_candidate_value")),
             _ci(g.get("improvement")), _f(g.get("true_improvement")),
-            _ci(p, est="estimate") if p else "–", _f(p["true_effect"]) if p else "–", r.get("verdict"))) + "</tr>")
+            _ci(p, est="estimate") if p else "–", _f(p["true_effect"]) if p else "–",
+            p.get("decisions", "–") if p else "–",
+            _f(r["decision"]["z"]) if r.get("decision") else "–", r.get("verdict"))) + "</tr>")
     head = ("round", "live", "version", "true value", "share of oracle", "spend", "candidate DR [95 % CI]",
             "candidate true", "DR improvement [CI]", "true improvement", "pilot effect [CI]", "pilot true effect",
-            "verdict")
+            "pilot decisions", "combined z (promote > 1.96)", "verdict")
     cohort_names = sorted(rounds[0]["per_cohort_true"]) if rounds else []
     crow = "".join("<tr><td>" + html.escape(c) + "</td>" + "".join(f"<td>{_f(r['per_cohort_true'][c])}</td>"
                                                                 for r in rounds) + "</tr>" for c in cohort_names)
