@@ -329,6 +329,19 @@ def test_service_decides_a_row_without_its_cohort_by_the_model(learned, ab, tmp_
             np.testing.assert_allclose(bare["probabilities"], told["probabilities"], rtol=0, atol=1e-12)
             q = dp.served_probabilities([{**row, "cohort": f"c{code}"}], epsilon=0.1)[0]
             np.testing.assert_allclose(bare["probabilities"], q, rtol=1e-6)
+        # a row without the cohort model's features is refused by name, nothing logged for it
+        feat = dp.cohort_model["features"][0]
+        r = http.post("/v1/decide", json={"context": {k: v for k, v in rows[0].items() if k != feat}, "event_id": "nofeat"})
+        assert r.status_code == 422 and feat in r.text, r.text
+    # the decision log holds the cohort the model assigned (what the next learn and the pilot group by)
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    logged = dict(con.execute("SELECT event_id, cohort FROM decisions").fetchall())
+    con.close()
+    for i, code in enumerate(codes):
+        assert logged[f"bare{i}"] == f"c{code}" and logged[f"told{i}"] == f"c{code}"
+    assert "nofeat" not in logged
 
 
 def test_run_saves_a_policy_that_assigns_cohorts_like_the_run(tmp_path):

@@ -434,14 +434,30 @@ class ServeState:
         rollout = pol.rollout
         cur, cand = pol.current, pol.candidate
         group_field = getattr(cur, "group_field", "cohort")
-        arms, cohorts = [], []
-        for i, eid in new:
+        cohorts = []
+        for i, _ in new:
             it = items[i]
             cohort = it.cohort
             if cohort is None and group_field in it.context:
                 cohort = str(it.context[group_field])
             cohorts.append(cohort)
-            arms.append(assign_arm(rollout, it.unit_id, cohort, eid) if cand is not None else "live")
+        # a customer sent without a cohort gets the live policy's stored cohort model's (as in training):
+        # logged with the decision and used by a canary by cohort
+        assigned: set[int] = set()
+        model = getattr(cur, "cohort_model", None)
+        if model is not None:
+            missing = [k for k, c in enumerate(cohorts) if c is None]
+            if missing:
+                try:
+                    codes = cur.assign_cohorts([items[new[k][0]].context for k in missing])
+                except FeatureError as err:
+                    raise self._feature_error(err, new, missing, is_batch) from None
+                names = model["cohort_names"]
+                for k, c in zip(missing, codes):
+                    cohorts[k] = str(names[int(c)])
+                assigned.update(missing)
+        arms = [assign_arm(rollout, items[i].unit_id, cohorts[k], eid) if cand is not None else "live"
+                for k, (i, eid) in enumerate(new)]
         by_policy: dict[int, list[int]] = {}
         for k, arm in enumerate(arms):
             by_policy.setdefault(1 if arm == "candidate" else 0, []).append(k)
@@ -450,7 +466,7 @@ class ServeState:
         for which, ks in by_policy.items():
             dp = cand if which == 1 else cur
             its = [items[new[k][0]] for k in ks]
-            rows = [self._row(dp, it, cohorts[k]) for it, k in zip(its, ks)]
+            rows = [self._row(dp, it, None if (k in assigned and dp is not cur) else cohorts[k]) for it, k in zip(its, ks)]
             eids = [new[k][1] for k in ks]
             u = event_uniforms(cfg.seed, eids)
             try:
@@ -460,7 +476,7 @@ class ServeState:
             shadow = None
             if which == 0 and cand is not None and rollout.mode == "shadow":
                 try:
-                    shadow = cand.decide([self._row(cand, it, cohorts[k]) for it, k in zip(its, ks)],
+                    shadow = cand.decide([self._row(cand, it, None if k in assigned else cohorts[k]) for it, k in zip(its, ks)],
                                          epsilon=cfg.epsilon, mode=cfg.mode, seed=cfg.seed, uniforms=u)
                 except (FeatureError, ValueError) as err:
                     log.warning("shadow candidate %s could not decide: %s", cand.version, err)
