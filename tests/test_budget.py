@@ -1,6 +1,8 @@
 """Budgets that bind: with grpo.budget below the unconstrained spend, the trained policy's deployed
 spend ends within 2 % of the budget and its value within 2 % of the budget-constrained oracle's
-(marketing and allocation), and the PI multiplier itself on a toy with a known λ*."""
+(marketing and allocation; spend and value measured on a population of their own, not on the
+calibration batch), the final calibration of the deployed spend, and the PI multiplier itself on a
+toy with a known λ*."""
 
 import math
 
@@ -38,12 +40,6 @@ def test_bad_budget_keys_are_named():
             load_config("examples/marketing.toml", [f"grpo.{key}={value}"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 16 item 4 not met on marketing: deployed spend vs a budget of 1.0 after 400 steps was "
-    "+3.3 % (seed 0), -4.5 % (seed 1), +1.6 % (seed 2) on 2026-12-02 (numpy 2.4.6, torch 2.13.0+cpu); "
-    "the same seed 0 was within 2 % in an earlier environment. The assertion keeps the issue's 2 % target.",
-)
 def test_marketing_budget_binds():
     budget = 1.0
     # low feature noise: the segments are recoverable, so the gap to the oracle measures the budget
@@ -65,6 +61,37 @@ def test_marketing_budget_binds():
     assert got["value"] >= 0.98 * oracle["value"], (got["value"], oracle["value"])
     assert trainer.budget.value > 0.5  # the multiplier stays up while the budget binds
     assert len(trainer.budget.history) == 400
+    cal = trainer.budget_calibration  # calibrated on its own batch: not the population measured above
+    assert cal["size"] == 200_000 and cal["feasible"] and abs(cal["spend"] / budget - 1) <= 1e-3, cal
+
+
+def test_calibration_moves_the_deployed_spend_onto_the_budget():
+    budget = 1.0
+    over = ["grpo.steps=20", f"grpo.budget={budget}", "grpo.batch_size=64", "grpo.eval_size=256", "grpo.eval_every=20",
+            "grpo.budget_calibration_size=20000"]
+    cfg = load_config("examples/marketing.toml", over)
+    trainer = build_trainer(cfg)
+    before = trainer.policy.out.bias.detach().clone()
+    trainer.train()
+    cal = trainer.budget_calibration
+    assert cal["feasible"] and cal["offset"] != 0.0 and abs(cal["spend_before"] / budget - 1) > 0.05, cal
+    assert abs(cal["spend"] / budget - 1) <= 1e-3 and cal["spend"] <= budget
+    sc = trainer.scenario
+    ctx = sc.sample_contexts(50_000, torch.Generator().manual_seed(11))  # another population: the same spend, give or take
+    with torch.no_grad():
+        spend = float(sc.spend(ctx, trainer.policy.act(ctx.obs, ctx.group)[:, None]).double().mean())
+    assert abs(spend / budget - 1) <= 0.03, spend
+    # the offset lives in the output bias, so a saved policy decides with it; the metrics row records it
+    state = trainer.state_dict()
+    assert state["budget_calibration"] == cal
+    # without calibration: the same run, an untouched bias after the last step, and a spend off the budget
+    plain = build_trainer(load_config("examples/marketing.toml", over + ["grpo.budget_calibration_size=0"]))
+    assert torch.equal(plain.policy.out.bias, before)
+    plain.train()
+    assert plain.budget_calibration is None
+    with torch.no_grad():
+        diff = trainer.policy.out.bias - plain.policy.out.bias
+    assert torch.allclose(diff, cal["offset"] * torch.tensor(cal["direction"]), atol=1e-5)
 
 
 @pytest.mark.slow

@@ -442,7 +442,10 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
                              "train_spend": trainer._last_metrics.get("budget/spend"),
                              "deployed_spend_tracked": trainer._last_metrics.get("budget/deployed_spend"),
                              "lambda_path": [[i + 1, hist[i]] for i in range(0, len(hist), every)],
-                             "tracked_spend_path": [[i + 1, spends[i]] for i in range(0, len(spends), every)]}
+                             "tracked_spend_path": [[i + 1, spends[i]] for i in range(0, len(spends), every)],
+                             "spend_tracked": config.grpo.budget_spend,
+                             # the deployed spend's final calibration (offset μ on its own held-out batch)
+                             "calibration": trainer.budget_calibration}
         if hasattr(scenario, "spend") and grpo_actions.ndim <= 2:
             eval_spend = scenario.spend(contexts, grpo_actions.unsqueeze(1))
             summary["budget"]["eval_spend"] = float(eval_spend.double().mean())

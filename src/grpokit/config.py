@@ -126,9 +126,11 @@ class GRPOConfig(_Strict):
     budget_kp: float = Field(1.0, ge=0)  #: proportional gain of the PI multiplier (0: plain dual ascent)
     budget_ema: float = Field(0.8, ge=0, lt=1)  #: smoothing of the overspend in the proportional term
     budget_decay: float = Field(0.01, ge=0)  #: dual step at update t: budget_lr / (1 + budget_decay · t)
-    #: spend the multiplier tracks: "deployed" (the mode decision of each batch context, what production
-    #: spends) or "sampled" (the mean over the G sampled decisions)
-    budget_spend: Literal["deployed", "sampled"] = "deployed"
+    #: spend the multiplier tracks: "sampled" (the mean over the G sampled decisions: the policy being
+    #: trained, a smooth function of its parameters) or "deployed" (the mode decision of each batch context)
+    budget_spend: Literal["deployed", "sampled"] = "sampled"
+    #: held-out contexts of the final calibration of the deployed (mode) spend to the budget (0: off)
+    budget_calibration_size: Int = Field(200_000, ge=0)
     eval_every: Int = Field(10, ge=1)
     eval_size: Int = Field(4096, ge=1)
     checkpoint_every: Int = Field(100, ge=1)
@@ -173,7 +175,9 @@ _DESCRIPTIONS = {
         "budget_kp": "proportional gain of the PI multiplier (0: plain dual ascent)",
         "budget_ema": "smoothing of the overspend in the proportional term",
         "budget_decay": "dual step at update t: budget_lr / (1 + budget_decay · t)",
-        "budget_spend": "spend the multiplier tracks: deployed (mode decision) or sampled (mean over the G samples)",
+        "budget_spend": "spend the multiplier tracks: sampled (mean over the G samples) or deployed (mode decision)",
+        "budget_calibration_size": "held-out contexts on which the deployed spend is calibrated to the budget after "
+                                   "the last step (0: no calibration)",
         "eval_every": "evaluate on the scenario's held-out contexts every this many steps",
         "eval_size": "held-out contexts of that evaluation",
         "checkpoint_every": "write checkpoint.pt every this many steps (with an out_dir)",

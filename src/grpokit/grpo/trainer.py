@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import signal
 import threading
 import time
@@ -148,6 +149,8 @@ class GRPOTrainer:
                 )
             self.budget = BudgetMultiplier(c.budget, c.budget_lr, normalized=True, kp=c.budget_kp,
                                            ema=c.budget_ema, decay=c.budget_decay)
+        #: the final calibration of the deployed spend (:meth:`calibrate_budget`); None until it ran
+        self.budget_calibration: dict | None = None
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.step = 0
@@ -290,11 +293,10 @@ class GRPOTrainer:
         if self.budget is not None:
             metrics["budget/spend"] = spend.detach().float().mean()
             metrics["budget/lambda"] = torch.tensor(self.budget.value, device=self.device)
-            tracked = metrics["budget/spend"]
-            if c.budget_spend == "deployed":  # the constraint is on what production decides: the mode
-                with torch.no_grad():
-                    mode = self.policy(contexts.obs, contexts.group, contexts.mask).mode().unsqueeze(1)
-                    tracked = metrics["budget/deployed_spend"] = self.spend_fn(contexts, mode).float().mean()
+            with torch.no_grad():  # what production would spend on this batch: each context's mode decision
+                mode = self.policy(contexts.obs, contexts.group, contexts.mask).mode().unsqueeze(1)
+                metrics["budget/deployed_spend"] = self.spend_fn(contexts, mode).float().mean()
+            tracked = metrics["budget/deployed_spend" if c.budget_spend == "deployed" else "budget/spend"]
             self.budget.update(float(tracked))
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
@@ -314,6 +316,99 @@ class GRPOTrainer:
                 return f"; the checkpoint at {path} cannot be read"
             return f"; the last good checkpoint is kept at {path} (step {step})"
         return "; no checkpoint had been written yet"
+
+    # -- the budget's final calibration ----------------------------------------------------------
+
+    def calibrate_budget(self, size: int | None = None) -> dict:
+        """Post-hoc threshold: move the deployed (mode) spend onto the budget; returns what it did.
+
+        The multiplier λ prices spend for the *sampled* policy; production deploys its mode, whose spend
+        is a step function of λ (a PI controller on it oscillates, and sampled and mode spend differ).
+        So after the last step the output bias b is shifted to b + μ·d, d_k = −s̄_k / max_j |s̄_j| with s̄_k
+        the mean spend of pure action k (offer k for everyone; the vertex e_k of a simplex), and μ is
+        bisected on a held-out calibration batch (``budget_calibration_size`` fresh contexts, seed
+        ``grpo.seed + 2_000_003``, never the evaluation contexts) to the smallest μ whose mean mode spend
+        is <= budget: μ > 0 cuts an overspend; μ < 0 raises an underspend only while λ > 0 (the budget
+        binds: complementary slackness, λ > 0 ⇒ spend = budget). μ lives in the policy's parameters,
+        so every saved, evaluated and served copy of the policy decides with it.
+        """
+        c = self.config
+        if self.budget is None:
+            raise ValueError("calibrate_budget needs grpo.budget")
+        n = int(size if size is not None else c.budget_calibration_size)
+        budget, lam = float(c.budget), float(self.budget.value)
+        info: dict = {"size": n, "seed": c.seed + 2_000_003, "lambda": lam, "offset": 0.0}
+        policy, head = self.policy, self.policy.head
+        out = getattr(policy, "out", None)
+        from grpokit.policy.heads import CategoricalHead, DirichletHead, GaussianSoftmaxHead
+
+        if isinstance(head, CategoricalHead):
+            pure = torch.arange(head.n_actions, device=self.device)
+        elif isinstance(head, (DirichletHead, GaussianSoftmaxHead)):
+            k = head.n_components
+            pure = torch.eye(k, device=self.device)
+        else:
+            pure = None
+        if pure is None or not isinstance(out, torch.nn.Linear) or out.bias is None or not hasattr(policy, "torso") \
+                or n < 1:
+            info["skipped"] = "the policy has no output bias over a finite set of pure actions to shift" if n >= 1 \
+                else "budget_calibration_size = 0"
+            self.budget_calibration = info
+            return info
+        gen = torch.Generator(device=self.device).manual_seed(c.seed + 2_000_003)
+        ctx = self.sampler.sample_contexts(n, gen)
+        was_training = policy.training
+        policy.eval()
+        try:
+            with torch.no_grad():
+                raw = out(policy.torso(ctx.obs, ctx.group))
+                actions = pure.expand(n, *pure.shape)  # [n, K] (K columns: one pure action each) or [n, K, K]
+                s_pure = self.spend_fn(ctx, actions).double().mean(0)  # [K]
+                if isinstance(head, GaussianSoftmaxHead):  # raw holds K − 1 logits against the last component
+                    s_pure = s_pure[:-1] - s_pure[-1]
+                scale = float(s_pure.abs().max())
+                if not math.isfinite(scale) or scale <= 0:
+                    info["skipped"] = "every pure action spends the same: no offset moves the spend"
+                    self.budget_calibration = info
+                    return info
+                d = (-s_pure / scale).to(raw.dtype)
+
+                def spend(mu: float) -> float:
+                    a = head(raw + mu * d, ctx.mask).mode().unsqueeze(1)
+                    return float(self.spend_fn(ctx, a).double().mean())
+
+                def ok(mu: float) -> bool:
+                    return spend(mu) <= budget
+
+                s0 = spend(0.0)
+                info["spend_before"] = s0
+                lo = hi = 0.0  # invariant of the bisection: spend(lo) > budget >= spend(hi)
+                if s0 > budget:  # overspend: bracket the smallest μ > 0 within budget
+                    hi = 1.0
+                    while not ok(hi) and hi < 1e6:
+                        lo, hi = hi, 2.0 * hi
+                elif lam > 0:  # underspend while the budget binds: bracket the most negative μ within budget
+                    lo = -1.0
+                    while ok(lo) and lo > -1e6:
+                        lo, hi = 2.0 * lo, lo
+                    if ok(lo):  # within budget whatever the offset: the budget does not bind
+                        lo = hi = 0.0
+                feasible = ok(hi)
+                if lo != hi and feasible:
+                    for _ in range(50):  # until the spend is within 0.01 % below the budget
+                        mid = 0.5 * (lo + hi)
+                        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+                        if spend(hi) >= budget * (1 - 1e-4):
+                            break
+                mu = hi
+                if mu != 0.0:
+                    out.bias.add_(mu * d)
+                info.update(offset=float(mu), direction=[float(x) for x in d], spend=spend(mu),
+                            feasible=bool(feasible))
+        finally:
+            policy.train(was_training)
+        self.budget_calibration = info
+        return info
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -372,6 +467,11 @@ class GRPOTrainer:
                 metrics = self.train_step()
                 row = {"step": self.step, "decisions": self.step * c.batch_size * c.group_size}
                 row.update({k: float(v) for k, v in zip(metrics, torch.stack(list(metrics.values())).tolist())})
+                if self.step == c.steps and self.budget is not None and self.budget_calibration is None \
+                        and c.budget_calibration_size > 0:
+                    cal = self.calibrate_budget()
+                    row.update({f"budget/calibration_{k}": cal[k] for k in ("offset", "spend_before", "spend")
+                                if isinstance(cal.get(k), float)})
                 if self.scenario is not None and (self.step % c.eval_every == 0 or self.step == end):
                     row.update(self._eval_metrics(self.evaluate()))
                 self._last_metrics = row
@@ -458,6 +558,7 @@ class GRPOTrainer:
             state["reference"] = self.reference.state_dict()
         if self.budget is not None:
             state["budget"] = self.budget.state_dict()
+            state["budget_calibration"] = self.budget_calibration
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -481,6 +582,7 @@ class GRPOTrainer:
             if "budget" not in state:
                 raise ValueError("the checkpoint has no budget multiplier but grpo.budget is set")
             self.budget.load_state_dict(state["budget"])
+            self.budget_calibration = state.get("budget_calibration")
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write the full training state atomically (a crash mid-write keeps the previous file)."""
