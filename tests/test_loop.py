@@ -153,3 +153,27 @@ def test_combined_decision_stouffer():
     assert _combined_decision(gate, against, 0.05)["verdict"] == "hold"  # the pilot must point the same way
     harm = {"estimate": -2.0, "ci_low": -3.0, "ci_high": -1.0, "randomization": {"p_greater": 0.99}}
     assert _combined_decision(gate, harm, 0.05)["verdict"] == "stop"
+
+
+@pytest.mark.serve
+@pytest.mark.slow
+def test_tiny_loop_with_the_combined_decision_and_a_sized_pilot(tmp_path):
+    cfg = load_loop_config(None, [
+        "loop.rounds=2", "loop.decisions=4000", "loop.pilot_decisions=1500", "loop.pilot_max_decisions=3000",
+        "loop.shadow_decisions=0", "loop.eval_size=2000", "loop.n_bootstrap=100", "grpo.steps=20",
+        "loop.gate_screen='not_worse'", "loop.pilot_effect=0.5", "loop.decision='combined'",
+    ])
+    summary = run_loop(cfg, tmp_path / "run")
+    piloted = [r for r in summary["rounds"] if r.get("pilot")]
+    for r in summary["rounds"]:
+        g = r["gate"]
+        assert g["gate_screen"] == "not_worse" and g["passed"] == (g["gate_upper_bound"] > 0)
+    assert piloted, [r["gate"] for r in summary["rounds"]]
+    for r in piloted:
+        p, d = r["pilot"], r["decision"]
+        # an effect of 0.5 on profit of sd ~29 needs far more than 3,000 decisions: the pilot takes the cap
+        assert p["decisions"] == 3000 and p["power"]["mde"] > 0.5
+        assert 0 < p["randomization"]["p_greater"] <= 1
+        assert d["verdict"] == ("promote" if d["z"] > d["critical"] and p["estimate"] > 0
+                                else "stop" if p["ci_high"] < 0 else "hold")
+        assert r["verdict"].startswith(d["verdict"])
