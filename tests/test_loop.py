@@ -151,6 +151,14 @@ def test_combined_decision_stouffer():
     assert _combined_decision(gate, weak, 0.05)["verdict"] == "hold"  # (2 + 0.5) / sqrt 2 = 1.77
     against = {**pilot, "estimate": -0.1, "randomization": {"p_greater": float(norm.sf(3.0))}}
     assert _combined_decision(gate, against, 0.05)["verdict"] == "hold"  # the pilot must point the same way
+    # precision weights 1 / se: a vague gate (se 2, z 0.1) no longer dilutes a clear pilot (se 0.5, z 2.6)
+    vague = {"improvement": {"value": 0.2, "ci_low": 0.2 - half * 2.0, "ci_high": 0.2 + half * 2.0}}
+    clear = {"estimate": 1.6, "ci_low": 0.4, "ci_high": 2.8, "ci_t": {"se": 0.5},
+             "randomization": {"p_greater": float(norm.sf(2.6))}}
+    eq = _combined_decision(vague, clear, 0.05)
+    assert abs(eq["z"] - (0.1 + 2.6) / 2**0.5) < 1e-9 and eq["verdict"] == "hold"  # 1.91
+    pw = _combined_decision(vague, clear, 0.05, "precision")
+    assert abs(pw["z"] - (0.5 * 0.1 + 2.0 * 2.6) / (0.5**2 + 2.0**2) ** 0.5) < 1e-9 and pw["verdict"] == "promote"
     harm = {"estimate": -2.0, "ci_low": -3.0, "ci_high": -1.0, "randomization": {"p_greater": 0.99}}
     assert _combined_decision(gate, harm, 0.05)["verdict"] == "stop"
 

@@ -49,6 +49,7 @@ class LoopSettings(_Strict):
     stratum_size: int = Field(4, ge=2)
     pilot_adjust: Literal["none", "outcome_model"] = "outcome_model"  #: unit outcome minus m(x) fitted on the pre-period (CUPAC)
     pilot_margin: float = 0.0  #: decision "pilot": promote when the pilot interval lies above this
+    combined_weights: Literal["equal", "precision"] = "equal"  #: Stouffer's weights: equal, or 1 / se of each estimate (the pilot's OLS se over cohorts)
     decision: Literal["pilot", "combined"] = "pilot"  #: pilot: the pilot's interval alone; combined: Stouffer's z of the held-out DR and the pilot's one-sided randomization p
     alpha: float = Field(0.05, gt=0, lt=1)
     guardrail_alpha: float = Field(0.05, gt=0, lt=1)  #: family-wise over cohorts (Bonferroni)

@@ -114,7 +114,7 @@ def _gate_screen(diff: np.ndarray, screen: str, alpha: float, margin: float) -> 
             "gate_upper_bound": ci["ci_high"], "passed": bool(bound > margin)}
 
 
-def _combined_decision(gate: dict, pilot: dict, alpha: float) -> dict:
+def _combined_decision(gate: dict, pilot: dict, alpha: float, weights: str = "equal") -> dict:
     """Stouffer's combination of the two independent one-sided tests of "the candidate is no better".
 
     z_gate = DR improvement / its se on the held-out log (rows served before the pilot), z_pilot =
@@ -130,7 +130,9 @@ def _combined_decision(gate: dict, pilot: dict, alpha: float) -> dict:
     z_gate = imp["value"] / se if se > 0 else 0.0
     p = pilot["randomization"]["p_greater"]
     z_pilot = float(norm.isf(p))
-    z = (z_gate + z_pilot) / math.sqrt(2)
+    # weights "precision": w = 1 / se (z = (w_g z_g + w_p z_p) / sqrt(w_g² + w_p²), still N(0, 1) under the null)
+    w_g, w_p = (1.0, 1.0) if weights == "equal" else (1.0 / se if se > 0 else 0.0, 1.0 / pilot["ci_t"]["se"])
+    z = (w_g * z_gate + w_p * z_pilot) / math.sqrt(w_g**2 + w_p**2)
     crit = float(norm.isf(alpha / 2))
     if z > crit and pilot["estimate"] > 0:
         verdict = "promote"
@@ -138,7 +140,7 @@ def _combined_decision(gate: dict, pilot: dict, alpha: float) -> dict:
         verdict = "stop"
     else:
         verdict = "hold"
-    return {"rule": "combined", "z_gate": float(z_gate), "pilot_p_greater": p, "z_pilot": z_pilot, "z": float(z),
+    return {"rule": "combined", "weights": weights, "w_gate": float(w_g), "w_pilot": float(w_p), "z_gate": float(z_gate), "pilot_p_greater": p, "z_pilot": z_pilot, "z": float(z),
             "critical": crit, "verdict": verdict}
 
 
@@ -477,7 +479,7 @@ class _Loop:
             rec["pilot"] = pilot
             pilot["pilot_verdict"] = pilot["verdict"]  # the pilot's interval alone (decision = "pilot")
             if s.decision == "combined":
-                rec["decision"] = _combined_decision(gate, pilot, s.alpha)
+                rec["decision"] = _combined_decision(gate, pilot, s.alpha, s.combined_weights)
                 pilot["verdict"] = rec["decision"]["verdict"]
             self.log(f"round {rnd}: pilot {pilot['estimate']:.3f} [{pilot['ci_low']:.3f}, {pilot['ci_high']:.3f}] "
                      f"(true {pilot['true_effect']:.3f})"
