@@ -86,7 +86,7 @@ CHECKS = {
     "ope-coverage": ([("ope_coverage.json", ["benchmarks/ope_coverage.py", "--json", OUT])],
                      lambda paths: obd_table.coverage(paths[0], {"dr-gain": "dr improvement (paired, π − π₀)"})),
     # the default configuration's 3 seeds; the other rows of that table (linear, beta, dr_grpo: _OBD_LEARN) were
-    # not rerun on 2026-12-03 (8 min a run on the contended machine) and are not a block yet
+    # not rerun on 2026-12-03 (7 min a run on the contended machine) and are not a block yet
     "obd-learn": (
         [(f"obd_learn_gbm_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s)])
          for s in SEEDS],
