@@ -123,3 +123,22 @@ def test_run_train_on_logs_uses_the_learn_path_and_flags_interference(tmp_path):
     assert s["learner"]["interference"] is None  # unidentified on a unit-randomized log (BENCHMARKS.md)
     html = (spill / "report.html").read_text()
     assert "caution: spillover = 0.3 breaks the no-interference assumption" in html
+
+
+@pytest.mark.slow
+def test_run_train_on_logs_uses_learns_default_advantage_unless_told(tmp_path):
+    """examples/marketing.toml names pgrpo (the simulator's choice); learning from its log uses learn's
+    default (grpo) unless evaluation.logs_advantage says otherwise."""
+    from grpokit.offline.workflow import DEFAULT_ADVANTAGE
+
+    base = ["run", "examples/marketing.toml", "--set", "evaluation.train_on=logs", "--store", str(tmp_path / "s.duckdb"),
+            *SMALL, "--set", "evaluation.baselines=[]"]
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert s["learner"]["advantage"] == DEFAULT_ADVANTAGE == "grpo"
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--set", 'evaluation.logs_advantage="config"'])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["learner"]["advantage"] == "pgrpo"
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--set", 'evaluation.logs_advantage="ppo"'])
+    assert r.exit_code != 0 and "logs_advantage" in r.output

@@ -558,13 +558,17 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
     simulated one). Returns a policy deciding from raw contexts and the trainer's summary
     (with the learner's degeneration check and interference diagnostics)."""
     from grpokit.offline.learn import RawFeaturePolicy, action_probabilities
-    from grpokit.offline.workflow import _embedded, degeneration, fit_policy_on_log
+    from grpokit.offline.workflow import DEFAULT_ADVANTAGE, _embedded, degeneration, fit_policy_on_log
 
     cfg = config.evaluation
     log = _cohort_log(scenario, log) if log is not None else _simulated_log(scenario, cfg)
     # no cohort-exposure feature: on a unit-randomized log its peer credit is unidentified and hurt
     # (benchmarks/learn_defaults.py --spillover 0.3: 41 % ± 37 of the oracle's lift vs 68 % without)
-    fit = fit_policy_on_log(log, outcome_model="gbm", config=config.grpo, policy_config=config.policy,
+    grpo = config.grpo
+    if cfg.logs_advantage != "config":  # one path with grpokit learn: its default advantage, unless told
+        name = DEFAULT_ADVANTAGE if cfg.logs_advantage == "learn" else cfg.logs_advantage
+        grpo = grpo.model_copy(update={"advantage": grpo.advantage.model_copy(update={"name": name})})
+    fit = fit_policy_on_log(log, outcome_model="gbm", config=grpo, policy_config=config.policy,
                             seed=cfg.seed)
     labels = list(getattr(scenario, "action_names", None) or range(log.n_actions))
     summary = dict(fit.summary)

@@ -217,6 +217,10 @@ class EvaluationConfig(_Strict):
     #: "simulation": GRPO trains on batch simulations; "logs": on the simulated A/B log only (outcome
     #: model + GRPO), and values are also estimated off-policy (DR, with CIs) on a held-out log
     train_on: Literal["simulation", "logs"] = "simulation"
+    #: the log learner's advantage with train_on = "logs": "learn" = grpokit learn's default (grpo, the
+    #: one stable over seeds on logs, BENCHMARKS "learn defaults"), "config" = grpo.advantage (the
+    #: simulator's choice), or an advantage name (its other settings from grpo.advantage)
+    logs_advantage: Literal["learn", "config", "grpo", "dr_grpo", "rank", "pgrpo"] = "learn"
     eval_size: Int = Field(20000, ge=100)  #: evaluation population (true values)
     log_size: Int = Field(20000, ge=100)  #: simulated A/B log the learned baselines are fitted on
     log_policy: Literal["uniform", "targeting"] = "uniform"
