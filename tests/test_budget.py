@@ -154,3 +154,5 @@ def test_run_summary_reports_the_multiplier_path(tmp_path):
     assert b["budget"] == 1.0 and len(b["lambda_path"]) == 30 and b["lambda_path"][-1][0] == 30
     assert all(lam >= 0 for _, lam in b["lambda_path"]) and b["lambda_path"][-1][1] == b["lambda"]
     assert b["eval_spend"] > 0 and b["eval_spend_over_budget"] == pytest.approx(b["eval_spend"] / 1.0)
+    cal = b["calibration"]  # the deployed spend's calibration, on its own batch (not the evaluation population)
+    assert b["spend_tracked"] == "sampled" and cal["size"] == 200_000 and cal["spend"] <= 1.0 and cal["feasible"]
