@@ -164,13 +164,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from grpokit.rewards.components import GROUP_RELATIVE
 from grpokit.scenarios.base import Contexts, Scenario
 
 __all__ = ["MarketingConfig", "MarketingScenario", "OfferConfig", "SegmentConfig"]
 
 RewardComponent = Literal["profit", "peer_effect", "revenue", "cost", "uplift_profit", "spend", "improvement",
                           "relative_to_cohort_median", "cohort_percentile_rank"]
-GROUP_RELATIVE = ("improvement", "relative_to_cohort_median", "cohort_percentile_rank")
 CONTINUOUS_FEATURES = ("recency", "frequency", "monetary", "tenure")
 
 
@@ -500,7 +500,7 @@ class MarketingScenario(Scenario):
         if "uplift_profit" in c.reward_components:
             out["uplift_profit"] = self._expected_profit(terms) - self._expected_profit(terms, terms["p_none"], none=True)
         if any(k in c.reward_components for k in GROUP_RELATIVE):
-            from grpokit.rewards import cohort_percentile_rank, relative_to_cohort_median
+            from grpokit.rewards.components import group_relative_components
 
             ref = self.action_names.index(c.improvement_reference)
             t = self._tables(terms["p"].device, terms["p"].dtype)
@@ -510,13 +510,8 @@ class MarketingScenario(Scenario):
             profit_ref = (bought_ref * (v * (c.gross_margin - t["discount"][ref]) - c.shipping_cost * t["free_shipping"][ref])
                           - c.contact_cost * t["contact"][ref])
             imp = out["profit"] - profit_ref
-            out["improvement"] = imp
-            group = contexts.group.long()  # the run's cohorts (discovered ones under [cohorts])
-            n_groups = max(self.n_groups, int(group.max()) + 1)
-            if "relative_to_cohort_median" in c.reward_components:
-                out["relative_to_cohort_median"] = relative_to_cohort_median(imp, group, n_groups)
-            if "cohort_percentile_rank" in c.reward_components:
-                out["cohort_percentile_rank"] = cohort_percentile_rank(imp, group, n_groups)
+            # the run's cohorts (discovered ones under [cohorts]); the math is written once, in rewards/
+            out.update(group_relative_components(imp, contexts.group, self.n_groups, GROUP_RELATIVE))
         return out
 
     def reward(self, contexts: Contexts, actions: Tensor, generator: torch.Generator,
