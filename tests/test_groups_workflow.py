@@ -381,7 +381,7 @@ def test_run_learning_from_logs_uses_the_discovered_cohorts(tmp_path, monkeypatc
 
     cfg = tmp_path / "logs.toml"
     cfg.write_text('[scenario]\nname = "marketing"\n[grpo.advantage]\nname = "pgrpo"\nmin_history = 8\n'
-                   '[evaluation]\ntrain_on = "logs"\n[cohorts]\nmethod = "kmeans"\nk = 3\nfit_size = 500\n')
+                   '[evaluation]\ntrain_on = "logs"\nlogs_advantage = "config"\n[cohorts]\nmethod = "kmeans"\nk = 3\nfit_size = 500\n')
     seen = {}
     inner_fit, inner_learn = workflow.fit_policy_on_log, workflow.learn_from_outcome_model
 
