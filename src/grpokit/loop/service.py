@@ -53,7 +53,8 @@ class ServiceProcess:
                "--config", str(self.config_path), "--log-level", "warning"]
         self._log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.client = Client(self.url, token=self.token, admin_token=self.admin_token, timeout=120.0)
+        # the loop's server keeps the default reward aggregation "first": a retried reward post is a duplicate
+        self.client = Client(self.url, token=self.token, admin_token=self.admin_token, timeout=120.0, retry_rewards=True)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.proc.poll() is not None:

@@ -14,7 +14,10 @@ Example::
 Every call returns the decoded JSON answer; any answer other than 2xx raises :class:`ServeError`
 with ``status`` and the server's message (``error``), e.g. ``ServeError(422, "context.age: expected
 a number, got a str ('x')")``. Network failures raise httpx's own errors (``httpx.TransportError``):
-retrying a decide with the same ``event_id`` is safe (the server returns the stored decision).
+retrying a decide with the same ``event_id`` is safe (the server returns the stored decision), and
+the client does it once itself when the server dropped a kept-alive connection as the request went
+out (decides whose items all carry an event_id, reads, rollout settings; reward posts with
+``retry_rewards=True``, right for the server's default reward aggregation "first").
 ``http=`` takes a ready httpx.Client (for instance FastAPI's ``TestClient(app)``) instead of a URL.
 """
 
@@ -40,7 +43,7 @@ class Client:
     ``policy``, ``health``, ``metrics``; admin: ``promote``, ``rollback``, ``set_rollout``, ``reload``."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, token: str | None = None,
-                 admin_token: str | None = None, timeout: float = 10.0, http=None) -> None:
+                 admin_token: str | None = None, timeout: float = 10.0, http=None, retry_rewards: bool = False) -> None:
         if http is None:
             import httpx
 
@@ -51,14 +54,28 @@ class Client:
         self.http = http
         self.token = token
         self.admin_token = admin_token
+        #: retry a reward post once after a dropped connection: safe with the server's reward
+        #: aggregation "first" (a repeat is kept aside as a duplicate), not with "sum" (it would add twice)
+        self.retry_rewards = retry_rewards
 
     # ------------------------------------------------------------------ plumbing
     def _headers(self, admin: bool = False) -> dict:
         tok = self.admin_token if admin else self.token
         return {"Authorization": f"Bearer {tok}"} if tok else {}
 
-    def _call(self, method: str, path: str, json: Any = None, admin: bool = False) -> Any:
-        r = self.http.request(method, path, json=json, headers=self._headers(admin))
+    def _call(self, method: str, path: str, json: Any = None, admin: bool = False, idempotent: bool = False) -> Any:
+        """One request. ``idempotent`` (the server answers a repeat as the first: a decide whose items all
+        carry an event_id, rewards, reads, rollout settings) allows one retry when the server closed a
+        kept-alive connection as the request went out (``httpx.RemoteProtocolError``: uvicorn drops idle
+        connections after its keep-alive timeout, and a client idle that long can race it)."""
+        import httpx
+
+        try:
+            r = self.http.request(method, path, json=json, headers=self._headers(admin))
+        except httpx.RemoteProtocolError:
+            if not idempotent:
+                raise
+            r = self.http.request(method, path, json=json, headers=self._headers(admin))
         ctype = r.headers.get("content-type", "")
         body = r.json() if ctype.startswith("application/json") else r.text
         if r.status_code >= 300:
@@ -84,7 +101,7 @@ class Client:
         body = _item(context, event_id, unit_id, cohort, defer_activation)
         if probabilities:
             body["probabilities"] = True
-        return self._call("POST", "/v1/decide", body)
+        return self._call("POST", "/v1/decide", body, idempotent=event_id is not None)
 
     def decide_batch(self, contexts: Sequence[Mapping[str, Any]], *, event_ids: Sequence[str | None] | None = None,
                      unit_ids: Sequence[str | None] | None = None, cohorts: Sequence[str | None] | None = None,
@@ -101,18 +118,20 @@ class Client:
         out: list[dict] = []
         for lo in range(0, n, chunk):
             body = {"batch": batch[lo:lo + chunk], "probabilities": probabilities}
-            out += self._call("POST", "/v1/decide", body)["decisions"]
+            out += self._call("POST", "/v1/decide", body,
+                              idempotent=all("event_id" in it for it in body["batch"]))["decisions"]
         return out
 
     def activate(self, event_id: str) -> dict:
         """Activate a decision made with ``defer_activation=True`` (it was shown after all)."""
-        return self._call("POST", f"/v1/events/{event_id}/activate")
+        return self._call("POST", f"/v1/events/{event_id}/activate", idempotent=True)
 
     # ------------------------------------------------------------------ rewards
     def reward(self, event_id: str, value: float | None = None, *, components: Mapping[str, float] | None = None) -> dict:
         """Report what came of a decision: a number, or named components (weighted by the server's
         ``reward.weights``). Answers ``counted``, ``duplicate``, ``late``, ``value``, ``reward_id``."""
-        return self._call("POST", f"/v1/events/{event_id}/reward", _reward(value, components))
+        return self._call("POST", f"/v1/events/{event_id}/reward", _reward(value, components),
+                          idempotent=self.retry_rewards)
 
     def reward_batch(self, rewards: Iterable[tuple[str, float] | Mapping[str, Any]], chunk: int = 1000) -> list[dict]:
         """Many rewards: ``(event_id, value)`` pairs or ``{"event_id", "reward" | "components"}`` dicts,
@@ -126,20 +145,21 @@ class Client:
                 items.append({"event_id": eid, "reward": value})
         out: list[dict] = []
         for lo in range(0, len(items), chunk):
-            out += self._call("POST", "/v1/rewards", {"rewards": items[lo:lo + chunk]})["results"]
+            out += self._call("POST", "/v1/rewards", {"rewards": items[lo:lo + chunk]},
+                              idempotent=self.retry_rewards)["results"]
         return out
 
     # ------------------------------------------------------------------ status
     def policy(self) -> dict:
         """The serving policy: version, fields (name, type), actions, epsilon, mode, rollout."""
-        return self._call("GET", "/v1/policy")
+        return self._call("GET", "/v1/policy", idempotent=True)
 
     def health(self) -> dict:
-        return self._call("GET", "/v1/health")
+        return self._call("GET", "/v1/health", idempotent=True)
 
     def metrics(self) -> str:
         """The Prometheus text exposition."""
-        return self._call("GET", "/metrics")
+        return self._call("GET", "/metrics", idempotent=True)
 
     # ------------------------------------------------------------------ admin (needs the admin token)
     def promote(self, version: str) -> dict:
@@ -151,11 +171,11 @@ class Client:
     def set_rollout(self, mode: str, candidate: str | None = None, fraction: float = 0.0,
                     cohorts: Sequence[str] = (), salt: str = "grpokit") -> dict:
         body = {"mode": mode, "candidate": candidate, "fraction": fraction, "cohorts": list(cohorts), "salt": salt}
-        return self._call("POST", "/v1/admin/rollout", body, admin=True)
+        return self._call("POST", "/v1/admin/rollout", body, admin=True, idempotent=True)
 
     def reload(self) -> dict:
         """Re-read the current version and rollout from the store now (instead of at the next flush)."""
-        return self._call("POST", "/v1/admin/reload", {}, admin=True)
+        return self._call("POST", "/v1/admin/reload", {}, admin=True, idempotent=True)
 
 
 def _item(context, event_id, unit_id, cohort, defer) -> dict:
