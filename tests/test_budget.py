@@ -65,6 +65,22 @@ def test_marketing_budget_binds():
     assert cal["size"] == 200_000 and cal["feasible"] and abs(cal["spend"] / budget - 1) <= 1e-3, cal
 
 
+def test_blend_tracks_the_sampled_then_the_deployed_spend():
+    # budget_spend = "blend": the multiplier sees the sampled spend over the first half of the steps,
+    # then w·deployed + (1 − w)·sampled with w = 2·(t + 1)/T − 1, so the last update is the deployed spend
+    steps = 6
+    cfg = load_config("examples/marketing.toml", [f"grpo.steps={steps}", "grpo.budget=1.0", "grpo.batch_size=64",
+                                                  "grpo.budget_calibration_size=0", "grpo.budget_spend=blend"])
+    trainer = build_trainer(cfg)
+    rows = [trainer.train_step() for _ in range(steps)]
+    sampled = [float(m["budget/spend"]) for m in rows]
+    deployed = [float(m["budget/deployed_spend"]) for m in rows]
+    assert any(abs(a - b) > 1e-3 for a, b in zip(sampled, deployed))  # the two differ, so the check can fail
+    for t, (s, d) in enumerate(zip(sampled, deployed)):
+        w = min(1.0, max(0.0, 2 * (t + 1) / steps - 1))
+        assert trainer.budget.spend_history[t] == pytest.approx((1 - w) * s + w * d, rel=1e-6), t
+
+
 def test_calibration_moves_the_deployed_spend_onto_the_budget():
     budget = 1.0
     over = ["grpo.steps=20", f"grpo.budget={budget}", "grpo.batch_size=64", "grpo.eval_size=256", "grpo.eval_every=20",

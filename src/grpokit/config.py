@@ -127,8 +127,9 @@ class GRPOConfig(_Strict):
     budget_ema: float = Field(0.8, ge=0, lt=1)  #: smoothing of the overspend in the proportional term
     budget_decay: float = Field(0.01, ge=0)  #: dual step at update t: budget_lr / (1 + budget_decay · t)
     #: spend the multiplier tracks: "sampled" (the mean over the G sampled decisions: the policy being
-    #: trained, a smooth function of its parameters) or "deployed" (the mode decision of each batch context)
-    budget_spend: Literal["deployed", "sampled"] = "sampled"
+    #: trained, a smooth function of its parameters), "deployed" (the mode decision of each batch context)
+    #: or "blend" (sampled over the first half of the steps, then w·deployed + (1−w)·sampled, w: 0 → 1)
+    budget_spend: Literal["deployed", "sampled", "blend"] = "sampled"
     #: held-out contexts of the final calibration of the deployed (mode) spend to the budget (0: off)
     budget_calibration_size: Int = Field(200_000, ge=0)
     eval_every: Int = Field(10, ge=1)
@@ -175,7 +176,8 @@ _DESCRIPTIONS = {
         "budget_kp": "proportional gain of the PI multiplier (0: plain dual ascent)",
         "budget_ema": "smoothing of the overspend in the proportional term",
         "budget_decay": "dual step at update t: budget_lr / (1 + budget_decay · t)",
-        "budget_spend": "spend the multiplier tracks: sampled (mean over the G samples) or deployed (mode decision)",
+        "budget_spend": "spend the multiplier tracks: sampled (mean over the G samples), deployed (mode decision) "
+                        "or blend (sampled, then ramping to deployed over the second half of the steps)",
         "budget_calibration_size": "held-out contexts on which the deployed spend is calibrated to the budget after "
                                    "the last step (0: no calibration)",
         "eval_every": "evaluate on the scenario's held-out contexts every this many steps",

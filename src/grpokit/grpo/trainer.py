@@ -296,7 +296,11 @@ class GRPOTrainer:
             with torch.no_grad():  # what production would spend on this batch: each context's mode decision
                 mode = self.policy(contexts.obs, contexts.group, contexts.mask).mode().unsqueeze(1)
                 metrics["budget/deployed_spend"] = self.spend_fn(contexts, mode).float().mean()
-            tracked = metrics["budget/deployed_spend" if c.budget_spend == "deployed" else "budget/spend"]
+            if c.budget_spend == "blend":  # sampled spend early, ramping to the deployed spend over the 2nd half
+                w = min(1.0, max(0.0, 2.0 * (self.step + 1) / max(c.steps, 1) - 1.0))  # 1 at the last step
+                tracked = (1 - w) * metrics["budget/spend"] + w * metrics["budget/deployed_spend"]
+            else:
+                tracked = metrics["budget/deployed_spend" if c.budget_spend == "deployed" else "budget/spend"]
             self.budget.update(float(tracked))
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
