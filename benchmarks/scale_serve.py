@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_load as sl  # noqa: E402
 
 
-def _start(work: Path, port: int, replicas: int | None) -> subprocess.Popen:
+def _start(work: Path, port: int, replicas: int | None, cpus_per_replica: float = 1.0) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "from grpokit.cli import app; app()", "serve"]
     if replicas is not None:
-        cmd += ["ray", "--replicas", str(replicas)]
+        cmd += ["ray", "--replicas", str(replicas), "--cpus-per-replica", str(cpus_per_replica)]
     cmd += ["--store", str(work / "s.duckdb"), "--port", str(port), "--policy", str(work / "policy.pt")]
     if replicas is None:
         cmd += ["--log-level", "warning"]
@@ -58,11 +58,11 @@ def one(replicas: int | None, args, contexts_cache: dict) -> dict:
     work = Path(tempfile.mkdtemp(prefix="grpokit-scale-serve-"))
     contexts = sl.make_policy(work / "policy.pt")
     port = sl.free_port()
-    proc = _start(work, port, replicas)
+    proc = _start(work, port, replicas, args.cpus_per_replica)
     name = "single process" if replicas is None else f"ray serve, {replicas} replica(s)"
     try:
         t = time.perf_counter()
-        sl.wait_healthy(port, proc, timeout=240)
+        sl.wait_healthy(port, proc, timeout=args.start_timeout)
         startup = time.perf_counter() - t
         keyed = [json.dumps({"context": contexts[k % len(contexts)], "event_id": f"e-{k}"}).encode()
                  for k in range(200_000)]
@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--batch-requests", type=int, default=30)
     ap.add_argument("--batch-concurrency", type=int, default=2)
     ap.add_argument("--no-single", action="store_true", help="skip the single-process baseline")
+    ap.add_argument("--cpus-per-replica", type=float, default=0.5,
+                    help="Ray CPUs reserved per shard replica (2 replicas x 1 CPU cannot be placed on a 2-CPU machine)")
+    ap.add_argument("--start-timeout", type=float, default=240.0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}, "rows": []}
