@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import business_table  # noqa: E402
+import fusion_table  # noqa: E402
 import obd_table  # noqa: E402
 import preferences_table  # noqa: E402
 
@@ -87,6 +88,11 @@ CHECKS = {
                      lambda paths: obd_table.coverage(paths[0], {"dr-gain": "dr improvement (paired, π − π₀)"})),
     # the default configuration's 3 seeds; the other rows of that table (linear, beta, dr_grpo: _OBD_LEARN) were
     # not rerun on 2026-12-03 (7 min a run on the contended machine) and are not a block yet
+    "grade": (
+        [(f"p5_s{s}", ["fusion", "run", "examples/fusion.toml", "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}"])
+         for s in range(5)],
+        lambda dirs: fusion_table.table(dirs),
+    ),
     "obd-learn": (
         [(f"obd_learn_gbm_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s)])
          for s in SEEDS],
