@@ -93,6 +93,12 @@ CHECKS = {
          for s in range(5)],
         lambda dirs: fusion_table.table(dirs),
     ),
+    "grade-gmv": (
+        [(f"k5_s{s}", ["fusion", "run", "examples/fusion.toml", "--set", "scenario.posterior_order=0.0", "--set", "grpo.lr=0.003",
+                       "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}"])
+         for s in range(5)],
+        lambda dirs: fusion_table.table(dirs),
+    ),
     "obd-learn": (
         [(f"obd_learn_gbm_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s)])
          for s in SEEDS],
