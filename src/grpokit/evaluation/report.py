@@ -131,20 +131,7 @@ def line_chart_svg(series: dict[str, list[tuple[float, float]]], *, width=640, h
         y1 = y0 + 1
     pad_l, pad_r, pad_t, pad_b = 60, 120, 25, 35
 
-    def sx(x):
-        return pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)
-
-    def sy(y):
-        return height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)
-
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img'>"]
-    out.append(f"<text x='{pad_l}' y='15' font-size='13'>{html.escape(title)}</text>")
-    out.append(f"<line x1='{pad_l}' y1='{height - pad_b}' x2='{width - pad_r}' y2='{height - pad_b}' stroke='#999'/>")
-    out.append(f"<line x1='{pad_l}' y1='{pad_t}' x2='{pad_l}' y2='{height - pad_b}' stroke='#999'/>")
-    for y in (y0, (y0 + y1) / 2, y1):
-        out.append(f"<text x='{pad_l - 5}' y='{sy(y) + 4:.1f}' font-size='10' text-anchor='end'>{y:.3g}</text>")
-    for x in (x0, x1):
-        out.append(f"<text x='{sx(x):.1f}' y='{height - pad_b + 14}' font-size='10' text-anchor='middle'>{x:.0f}</text>")
+    sx, sy, out = _svg_axes(width, height, (pad_l, pad_r, pad_t, pad_b), (x0, x1, y0, y1), title, (x0, x1), "{:.0f}")
     out.append(f"<text x='{(pad_l + width - pad_r) / 2}' y='{height - 5}' font-size='11' text-anchor='middle'>{xlabel}</text>")
     for i, (name, s) in enumerate(series.items()):
         good = [(x, y) for x, y in s if y is not None and math.isfinite(y)]
@@ -235,20 +222,8 @@ def frontier_svg(points: list[dict], *, width=760, height=420, title="",
     x0, x1, y0, y1 = x0 - 0.05 * dx, x1 + 0.05 * dx, y0 - 0.05 * dy, y1 + 0.05 * dy
     pad_l, pad_r, pad_t, pad_b = 60, 170, 25, 40
 
-    def sx(x):
-        return pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)
-
-    def sy(y):
-        return height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)
-
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img'>"]
-    out.append(f"<text x='{pad_l}' y='15' font-size='13'>{html.escape(title)}</text>")
-    out.append(f"<line x1='{pad_l}' y1='{height - pad_b}' x2='{width - pad_r}' y2='{height - pad_b}' stroke='#999'/>")
-    out.append(f"<line x1='{pad_l}' y1='{pad_t}' x2='{pad_l}' y2='{height - pad_b}' stroke='#999'/>")
-    for y in (y0, (y0 + y1) / 2, y1):
-        out.append(f"<text x='{pad_l - 5}' y='{sy(y) + 4:.1f}' font-size='10' text-anchor='end'>{y:.3g}</text>")
-    for x in (x0, (x0 + x1) / 2, x1):
-        out.append(f"<text x='{sx(x):.1f}' y='{height - pad_b + 14}' font-size='10' text-anchor='middle'>{x:.3g}</text>")
+    sx, sy, out = _svg_axes(width, height, (pad_l, pad_r, pad_t, pad_b), (x0, x1, y0, y1), title,
+                            (x0, (x0 + x1) / 2, x1), "{:.3g}")
     if x0 < 0 < x1:
         out.append(f"<line x1='{sx(0):.1f}' y1='{pad_t}' x2='{sx(0):.1f}' y2='{height - pad_b}' stroke='#bbb' stroke-dasharray='3,3'/>")
     out.append(f"<text x='{(pad_l + width - pad_r) / 2}' y='{height - 8}' font-size='11' text-anchor='middle'>{html.escape(xlabel)}</text>")
@@ -414,3 +389,25 @@ def _policy_parts(parts: list[str], policies: dict, value_label: str) -> None:
             row.append((o["value"], o["ci_low"], o["ci_high"]) if o else None)
         rows.append(row + [p.get(k) for k in shown])
     parts.append(table_html(header, rows, col_kinds))
+
+
+def _svg_axes(width, height, pads, box, title, xticks, xfmt):
+    """An SVG's opening, title, both axes and their ticks; returns the scales (data -> pixels) and the parts."""
+    pad_l, pad_r, pad_t, pad_b = pads
+    x0, x1, y0, y1 = box
+
+    def sx(x):
+        return pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)
+
+    def sy(y):
+        return height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)
+
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img'>"]
+    out.append(f"<text x='{pad_l}' y='15' font-size='13'>{html.escape(title)}</text>")
+    out.append(f"<line x1='{pad_l}' y1='{height - pad_b}' x2='{width - pad_r}' y2='{height - pad_b}' stroke='#999'/>")
+    out.append(f"<line x1='{pad_l}' y1='{pad_t}' x2='{pad_l}' y2='{height - pad_b}' stroke='#999'/>")
+    for y in (y0, (y0 + y1) / 2, y1):
+        out.append(f"<text x='{pad_l - 5}' y='{sy(y) + 4:.1f}' font-size='10' text-anchor='end'>{y:.3g}</text>")
+    for x in xticks:
+        out.append(f"<text x='{sx(x):.1f}' y='{height - pad_b + 14}' font-size='10' text-anchor='middle'>{xfmt.format(x)}</text>")
+    return sx, sy, out
