@@ -2,11 +2,11 @@
 
 ``plan_from_log``: the live policy's served decisions (with rewards) give each cohort's pre-period
 mean, count and variance; the cohorts are stratified (or paired) on the mean and half of each
-stratum is chosen for the candidate (:mod:`~grpokit.loop.pilot_design`); the power figure
-(:mod:`~grpokit.loop.pilot_power`) says which effect the planned decisions can detect.
+stratum is chosen for the candidate (:mod:`~grpokit.pilot.design`); the power figure
+(:mod:`~grpokit.pilot.power`) says which effect the planned decisions can detect.
 ``analyze_from_log``: the pilot period's decisions (arms ``candidate`` and ``control``) give each
 cohort's mean outcome; the effect over cohorts is adjusted on the pre-period mean with its exact
-randomization interval (:mod:`~grpokit.loop.pilot_analysis`), the unit-level cluster-robust
+randomization interval (:mod:`~grpokit.pilot.analysis`), the unit-level cluster-robust
 difference beside it. Verdict: ``promote`` when the interval lies above ``margin``, ``stop`` when it
 lies below 0 (the candidate is worse), else ``hold``.
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grpokit.loop.pilot_analysis import analyze_cohorts, cluster_robust_difference
-from grpokit.loop.pilot_design import PilotPlan, plan_pilot
-from grpokit.loop.pilot_power import power_plan, variance_components
+from grpokit.pilot.analysis import analyze_cohorts, cluster_robust_difference
+from grpokit.pilot.design import PilotPlan, plan_pilot
+from grpokit.pilot.power import power_plan, variance_components
 
 __all__ = ["cohort_table", "plan_from_log", "analyze_from_log", "pilot_verdict", "save_plan", "load_plan",
            "save_analysis"]
