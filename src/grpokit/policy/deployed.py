@@ -12,9 +12,20 @@ answers what scoring, serving and off-policy evaluation need:
 Randomness is a uniform per row, ``u = row_uniforms(seed, index)``: a counter-based hash of the
 seed and the row's global index, so a table scored in chunks, on several workers or in one pass
 gets the same decisions for the same seed. The action is the first a with ``cumsum(q)[a] > u``.
-Continuous heads (Beta, Dirichlet, Gaussian-softmax) draw one sample per row from a generator
-seeded by that row's hash and report its density (``propensities`` = pdf, ``log_density``);
-``epsilon`` does not apply to them.
+Continuous heads (Beta, Dirichlet, Gaussian-softmax) draw one sample per row and report its density
+(``propensities`` = pdf, ``log_density``). The serving ``epsilon`` does not apply to them; a policy
+file may carry its own exploration ``metadata["continuous_epsilon"] = ε_c`` (default 0), and then the
+served density is the mixture
+
+    q(a | x) = (1 − ε_c) · π(a | x) + ε_c · u(a),   u = 1 / (high − low) on [low, high] (Beta),
+                                                     u = Γ(K) = Dirichlet(1, ..., 1) on the K-simplex,
+
+so q >= ε_c · u > 0 everywhere and the density ratio π'(a|x) / q(a|x) of any bounded target is
+bounded (:func:`served_log_density`). The draw is an inverse transform of per-row uniforms derived
+from the row's 64-bit key (the service's event-id uniform when given, else ``row_seeds(seed,
+index)``): v_0 picks the component (v_0 < ε_c: uniform), Beta: x = I⁻¹_{a,b}(v_1); Dirichlet:
+g_k = P⁻¹(α_k, v_k) (standard gamma quantiles), w = g / Σ g (clamped into the open simplex as the
+head does); Gaussian-softmax: a torch draw seeded by the key. The same key gives the same action.
 
 A policy that embeds the cohort reads it from the row's ``cohort`` field; when the file carries
 the cohort model its run discovered (``metadata["cohort_model"]``, plain data), a row without
@@ -35,10 +46,10 @@ import torch
 
 from grpokit.policy.features import FeatureEncoder, FeatureError
 from grpokit.policy.io import build_policy, load_encoder, read_policy_file
-from grpokit.policy.heads import CategoricalHead
+from grpokit.policy.heads import BetaHead, CategoricalHead, DirichletHead
 from grpokit.policy.network import MLPTorso, Policy
 
-__all__ = ["DeployedPolicy", "Decisions", "row_uniforms", "row_seeds"]
+__all__ = ["DeployedPolicy", "Decisions", "row_uniforms", "row_seeds", "served_log_density", "uniform_log_density"]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -318,7 +329,7 @@ class DeployedPolicy:
         if len(index) != n:
             raise ValueError(f"row_index has {len(index)} entries for {n} rows")
         if self.kind != "categorical":
-            return self._decide_continuous(rows, seed, index)
+            return self._decide_continuous(rows, seed, index, uniforms)
         q = self.served_probabilities(rows, epsilon=epsilon, mode=mode)
         u = row_uniforms(seed, index) if uniforms is None else np.asarray(uniforms, dtype=np.float64)
         if u.shape != (n,) or np.any((u < 0) | (u >= 1)):
@@ -329,23 +340,65 @@ class DeployedPolicy:
         return Decisions(actions=actions.astype(np.int64), propensities=q[np.arange(n), actions],
                          probabilities=q, labels=[self.action_labels[a] for a in actions])
 
+    @property
+    def continuous_epsilon(self) -> float:
+        """ε_c of the served mixture (1 − ε_c) π + ε_c u of a continuous head (0: π itself)."""
+        return float(self.metadata.get("continuous_epsilon") or 0.0)
+
     @torch.no_grad()
-    def _decide_continuous(self, rows, seed: int, index: np.ndarray) -> Decisions:
+    def continuous_dist(self, rows):
+        """``(decision, x)``: the head's distribution π(· | x) for ``rows`` (continuous heads)."""
         x, group = self.features(rows)
-        obs = torch.as_tensor(x)
         g = None if group is None else torch.as_tensor(group)
-        raw = self.policy.out(self.policy.torso(obs, g))
-        seeds = row_seeds(seed, index)
-        actions, logp = [], []
-        with torch.random.fork_rng(devices=[]):
-            for i in range(len(obs)):
-                torch.manual_seed(int(seeds[i] >> np.uint64(1)))
-                a, lp = self.policy.head(raw[i : i + 1]).sample(1)
-                actions.append(a[0, 0].double().numpy())
-                logp.append(float(lp[0, 0]))
-        actions_arr = np.stack(actions) if actions else np.zeros((0,))
-        log_density = np.asarray(logp, dtype=np.float64)
-        return Decisions(actions=actions_arr, propensities=np.exp(log_density), log_density=log_density)
+        return self.policy.head(self.policy.out(self.policy.torso(torch.as_tensor(x), g))), x
+
+    @torch.no_grad()
+    def _decide_continuous(self, rows, seed: int, index: np.ndarray, uniforms=None) -> Decisions:
+        dist, x = self.continuous_dist(rows)
+        n = len(x)
+        if uniforms is not None:
+            u = np.asarray(uniforms, dtype=np.float64)
+            if u.shape != (n,) or np.any((u < 0) | (u >= 1)):
+                raise ValueError("uniforms must be n numbers in [0, 1)")
+            keys = (u * 9007199254740992.0).astype(np.uint64)
+        else:
+            keys = row_seeds(seed, index)
+        eps = self.continuous_epsilon
+        head = self.policy.head
+        k = int(getattr(head, "n_components", 1))
+        v = _sub_uniforms(keys, k + 1)  # [n, k + 1]
+        explore = v[:, 0] < eps
+        if isinstance(head, BetaHead):
+            from scipy.special import betaincinv
+
+            a, b = dist.a.double().numpy(), dist.b.double().numpy()
+            unit = np.where(explore, v[:, 1], betaincinv(a, b, v[:, 1]))
+            unit = np.clip(unit, dist.eps, 1 - dist.eps)
+            actions_arr = head.low + (head.high - head.low) * unit
+        elif isinstance(head, DirichletHead):
+            from scipy.special import gammaincinv
+
+            alpha = dist.concentration.double().numpy()
+            shape = np.where(explore[:, None], 1.0, alpha)
+            gam = gammaincinv(shape, v[:, 1:])
+            w = np.clip(gam, dist.eps, None)
+            w = w / w.sum(1, keepdims=True)
+            actions_arr = w
+        else:  # Gaussian-softmax (and any other head): a torch draw seeded by the row's key
+            out = []
+            with torch.random.fork_rng(devices=[]):
+                for i in range(n):
+                    torch.manual_seed(int(keys[i] >> np.uint64(1)))
+                    one = type(dist)(dist.mean[i : i + 1], dist.log_std[i : i + 1])
+                    out.append(one.sample(1)[0][0, 0].double().numpy())
+            actions_arr = np.stack(out) if out else np.zeros((0, k))
+            if eps > 0:
+                raise ValueError("metadata.continuous_epsilon applies to Beta and Dirichlet heads only")
+        log_density = served_log_density(dist, head, actions_arr, eps) if n else np.zeros(0)
+        if actions_arr.ndim == 1 or isinstance(head, BetaHead):
+            actions_arr = np.asarray(actions_arr, dtype=np.float64).reshape(n)
+        return Decisions(actions=actions_arr, propensities=np.exp(log_density), log_density=log_density,
+                         extra={"explored": explore})
 
     def _need_categorical(self) -> None:
         if self.kind != "categorical":
@@ -353,3 +406,53 @@ class DeployedPolicy:
 
     def __repr__(self) -> str:
         return f"DeployedPolicy(version={self.version!r}, kind={self.kind!r}, actions={self.action_labels})"
+
+
+def _sub_uniforms(keys: np.ndarray, m: int) -> np.ndarray:
+    """``float64 [n, m]``: m independent uniforms in [0, 1) per 64-bit row key (SplitMix64 of key and j)."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    out = np.empty((len(keys), m))
+    with np.errstate(over="ignore"):
+        for j in range(m):
+            z = _splitmix64(_splitmix64(keys ^ np.uint64(0xD1B54A32D192ED03 * (j + 1) & 0xFFFFFFFFFFFFFFFF)) + np.uint64(j))
+            out[:, j] = (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    return out
+
+
+def uniform_log_density(head) -> float:
+    """log u of the exploration component: −log(high − low) for a Beta head, log Γ(K) on the K-simplex."""
+    import math
+
+    if isinstance(head, BetaHead):
+        return -math.log(head.high - head.low)
+    k = getattr(head, "n_components", None)
+    if k is None:
+        raise ValueError(f"no uniform exploration density for a {type(head).__name__}")
+    return math.lgamma(k)
+
+
+def served_log_density(dist, head, actions, epsilon: float) -> np.ndarray:
+    """``float64 [n]``: log q(a_i | x_i) with q = (1 − ε) π + ε u (:func:`uniform_log_density`).
+
+    ``dist``: the head's distribution over n contexts; ``actions``: ``[n]`` (Beta) or ``[n, K]``.
+    ε = 0: log π(a_i | x_i) (the head's own ``log_prob``).
+    """
+    a = torch.as_tensor(np.asarray(actions), dtype=torch.float64)
+    a = a.reshape(len(a), 1) if isinstance(head, BetaHead) else a.reshape(len(a), 1, -1)
+    with torch.no_grad():
+        lp = _log_prob64(dist, a)[:, 0].numpy()
+    if epsilon <= 0:
+        return lp
+    lu = uniform_log_density(head)
+    return np.logaddexp(np.log1p(-epsilon) + lp, np.log(epsilon) + lu) if epsilon < 1 else np.full(len(lp), lu)
+
+
+def _log_prob64(dist, a: torch.Tensor) -> torch.Tensor:
+    """The head distribution's log density in float64 (its parameters cast), at ``a [n, 1(, K)]``."""
+    from grpokit.policy.heads import BetaDecision, DirichletDecision
+
+    if isinstance(dist, BetaDecision):
+        return BetaDecision(dist.a.double(), dist.b.double(), dist.low, dist.high, dist.eps).log_prob(a)
+    if isinstance(dist, DirichletDecision):
+        return DirichletDecision(dist.concentration.double(), dist.eps).log_prob(a)
+    return dist.log_prob(a.to(getattr(dist, "mean", a).dtype)).double()
