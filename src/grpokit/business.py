@@ -23,7 +23,7 @@ from grpokit.runner import build_trainer
 from grpokit.scenarios.base import Contexts, Scenario
 from grpokit.scenarios.registry import scenario_from_config
 
-__all__ = ["run_business", "evaluate_assignment", "cluster_pilot"]
+__all__ = ["run_business", "evaluate_assignment", "cluster_pilot", "cohort_pilot", "PILOT_DESIGNS"]
 
 
 def evaluate_assignment(scenario: Scenario, contexts: Contexts, actions: torch.Tensor) -> dict:
@@ -171,55 +171,91 @@ def cluster_pilot(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:
-    """A pilot that randomizes whole cohorts: each cohort gets the new policy or the current one.
-
-    Units' outcomes are sampled from the scenario under the joint assignment (so spillover stays
-    inside a cohort and does not contaminate the comparison); the effect is the difference of the
-    arms' mean cohort outcomes, with a Welch t interval over cohorts (the cohort is the unit of
-    randomization). Also reports the true effect it estimates: the mean over cohorts of the cohort's
-    expected value under the new policy minus under the current one (spillover acts within cohorts,
-    so each cohort's value depends only on its own arm).
+    """The older pilot design, kept for comparison: a fair coin per cohort (redrawn until each arm has
+    two cohorts), no pre-period, and the difference of the arms' mean cohort outcomes with a Welch t
+    interval over cohorts (:func:`grpokit.pilot.simulate.simulate_welch_pilot`). ``true_effect``: the
+    mean over cohorts of (cohort's expected value under the new policy − under the current one).
     """
-    from scipy import stats
+    from grpokit.pilot.simulate import simulate_welch_pilot
 
-    gen = torch.Generator().manual_seed(seed)
-    cohorts = torch.unique(contexts.group)
-    if len(cohorts) < 4:
-        raise ValueError(f"a cluster pilot needs at least 4 cohorts, the population has {len(cohorts)}")
-    for _ in range(100):
-        treat_cohort = torch.rand(len(cohorts), generator=gen) < 0.5
-        if 2 <= int(treat_cohort.sum()) <= len(cohorts) - 2:
-            break
-    treated_units = treat_cohort[torch.searchsorted(cohorts, contexts.group)]
-    assignment = torch.where(treated_units.unsqueeze(-1) if new.ndim > 1 else treated_units, new, current)
-    sampled = scenario.reward(contexts, assignment.unsqueeze(1), gen)
-    outcome = (sampled["profit"] if isinstance(sampled, dict) and "profit" in sampled else sampled)
-    if isinstance(outcome, dict):
-        outcome = sum(outcome.values())
-    outcome = outcome[:, 0].double()
-    # the estimand: the mean over cohorts of (cohort value if all on the new policy − if all on the current one)
-    exp_new = scenario.expected_reward(contexts, new.unsqueeze(1))[:, 0].double()
-    exp_cur = scenario.expected_reward(contexts, current.unsqueeze(1))[:, 0].double()
-    means, effects = [], []
-    for c in cohorts:
-        rows = contexts.group == c
-        means.append(float(outcome[rows].mean()))
-        effects.append(float(exp_new[rows].mean() - exp_cur[rows].mean()))
-    means = np.array(means)
-    t, ctl = means[treat_cohort.numpy()], means[~treat_cohort.numpy()]
-    diff = float(t.mean() - ctl.mean())
-    se = math.sqrt(t.var(ddof=1) / len(t) + ctl.var(ddof=1) / len(ctl))
-    dof = se**4 / ((t.var(ddof=1) / len(t)) ** 2 / (len(t) - 1) + (ctl.var(ddof=1) / len(ctl)) ** 2 / (len(ctl) - 1))
-    q = float(stats.t.ppf(1 - alpha / 2, dof)) if math.isfinite(dof) and dof > 0 else float("nan")
+    return simulate_welch_pilot(scenario, contexts, new, current, seed=seed, alpha=alpha)
+
+
+PILOT_DESIGNS = ("strata", "pairs", "complete", "welch")
+
+
+def cohort_pilot(
+    scenario: Scenario,
+    pre_contexts: Contexts | None,
+    pre_current: torch.Tensor | None,
+    contexts: Contexts,
+    new: torch.Tensor,
+    current: torch.Tensor,
+    *,
+    design: str = "strata",
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """``grpokit run``'s pilot (``summary.pilot``): a pre-period with every cohort on the current policy
+    (``pre_contexts``, decided by ``pre_current``), cohorts stratified in 4s (or paired) on their
+    pre-period mean with half of each stratum on the new policy, and the effect over cohorts
+
+        tau_hat from y_c = a + tau T_c + b (x_c − mean x) + e_c   (ANCOVA / CUPED over cohorts),
+
+    with the exact randomization-inference interval (:mod:`grpokit.pilot.analysis`). ``difference``,
+    ``ci_low``, ``ci_high`` are that estimate and interval; ``welch`` holds the older design
+    (:func:`cluster_pilot`) run on the same pilot units for comparison; ``mde`` the minimal
+    detectable effect (80 % power) from the pre-period. ``design = "welch"``: the older design only
+    (no pre-period needed). ``seed`` draws the outcomes (``+1`` the assignment, ``+2`` the
+    randomization draws when the design has too many assignments to list; the Welch comparison uses
+    ``seed`` for its coins and outcomes).
+    """
+    from grpokit.pilot.simulate import simulate_cohort_pilot
+
+    if design not in PILOT_DESIGNS:
+        raise ValueError(f"evaluation.pilot_design = {design!r}: choose one of {PILOT_DESIGNS}")
+    welch = cluster_pilot(scenario, contexts, new, current, seed=seed, alpha=alpha)
+    welch_block = {k: welch[k] for k in ("difference", "ci_low", "ci_high", "cohorts_new", "cohorts_current",
+                                         "treated_cohorts", "true_effect")}
+    welch_block["design"] = "coin per cohort, Welch t interval over cohorts"
+    if design == "welch":
+        return {**welch, "design": "welch", "interval": "welch", "adjusted": False, "estimate": welch["difference"],
+                "welch": welch_block}
+    if pre_contexts is None or pre_current is None:
+        raise ValueError(f"pilot design {design!r} needs a pre-period (pre_contexts and pre_current)")
+    r = simulate_cohort_pilot(scenario, pre_contexts, pre_current, contexts, new, current, design=design,
+                              seed=seed, alpha=alpha)
+    ri = r["randomization"]
     return {
-        "cohorts_new": int(treat_cohort.sum()),
-        "cohorts_current": int((~treat_cohort).sum()),
-        "units": len(contexts),
-        "difference": diff,
-        "ci_low": diff - q * se,
-        "ci_high": diff + q * se,
-        "true_effect": float(np.mean(effects)),
+        "design": design,
+        "interval": "randomization",
+        "interval_why": "exact randomization inference over the design's assignments: its level comes from the "
+                        "randomization actually run, with no normality assumption that 12 cohorts cannot check",
+        "adjusted": True,
+        "cohorts_new": r["cohorts_treated"],
+        "cohorts_current": r["cohorts_control"],
+        "units": r["units"],
+        "pre_units": r["pre_units"],
+        "estimate": r["estimate"],
+        "difference": r["estimate"],
+        "ci_low": r["ci_low"],
+        "ci_high": r["ci_high"],
+        "p_value": r["p_value"],
+        "true_effect": r["true_effect"],
         "alpha": alpha,
+        "n_assignments": ri["n_assignments"],
+        "exact": ri["exact"],
+        "ci_t": {k: r["ci_t"][k] for k in ("estimate", "se", "dof", "ci_low", "ci_high")},
+        "unit_level": {k: r["unit_level"][k] for k in ("estimate", "se", "dof", "ci_low", "ci_high")},
+        "mde": r["power"].get("mde"),
+        "mde_unadjusted": r["power"].get("mde_unadjusted"),
+        "power": r["power"],
+        "cohorts": r["cohorts"],
+        "strata": r["strata"],
+        "treated_cohorts": r["treated_cohorts"],
+        "pre_means": r["pre_means"],
+        "cohort_means": r["cohort_means"],
+        "welch": welch_block,
     }
 
 
@@ -318,7 +354,8 @@ def run_seeds(config: RunConfig) -> dict:
     ``summary.json`` so that any figure can be recomputed (docs/business.md, "Seeds")."""
     s = config.evaluation.seed
     return {"evaluation.seed": s, "grpo.seed": config.grpo.seed, "ab_log": s + 101, "population": s + 7,
-            "pilot_population": s + 11, "pilot_assignment": s + 13, "held_out_log": s + 202, "baselines": s}
+            "pilot_population": s + 11, "pilot_pre_population": s + 17, "pilot_assignment": s + 13,
+            "held_out_log": s + 202, "baselines": s}
 
 
 def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = False, store: str | Path | None = None,
@@ -458,8 +495,15 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         with torch.no_grad():
             new = policy_cpu.act(pilot_ctx.obs, pilot_ctx.group, pilot_ctx.mask)
         cur = _decide_like(cfg.current_policy, deciders, pilot_ctx)
-        summary["pilot"] = cluster_pilot(scenario, pilot_ctx, new, cur, seed=seeds["pilot_assignment"])
+        pre_ctx = pre_cur = None
+        if cfg.pilot_design != "welch":  # the pre-period: pilot_size units, all on the current policy
+            pre_ctx = population(scenario, cfg.pilot_size, seeds["pilot_pre_population"])
+            pre_cur = _decide_like(cfg.current_policy, deciders, pre_ctx)
+        summary["pilot"] = cohort_pilot(scenario, pre_ctx, pre_cur, pilot_ctx, new, cur, design=cfg.pilot_design,
+                                        seed=seeds["pilot_assignment"])
         summary["pilot"]["current_policy"] = cfg.current_policy
+        summary["pilot"]["seeds"] = {k: seeds[k] for k in ("pilot_population", "pilot_pre_population",
+                                                             "pilot_assignment")}
 
     explanation = None
     if scenario.action_spec["kind"] == "categorical":
@@ -530,10 +574,36 @@ def business_headline(summary: dict, policy: str = "grpo") -> list[str]:
         lines.append(assumption["text"])
     pl = summary.get("pilot")
     if pl:
-        verdict = "separates from 0" if (pl["ci_low"] > 0 or pl["ci_high"] < 0) else "inconclusive (the interval covers 0)"
-        lines.append(f"cohort pilot ({pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on {pl['current_policy']}): "
-                     f"difference {fmt_num(pl['difference'])} {fmt_ci(pl['ci_low'], pl['ci_high'])}, {verdict}; "
-                     f"true effect {fmt_num(pl['true_effect'])}")
+        lines += pilot_lines(pl)
+    return lines
+
+
+def pilot_lines(pl: dict) -> list[str]:
+    """The report's pilot lines: the design's estimate with its interval, verdict and true effect, the
+    power figure, and the older Welch design on the same units beside it."""
+    from grpokit.evaluation.report import fmt_ci, fmt_num
+
+    def verdict(lo, hi):
+        return "separates from 0" if (lo > 0 or hi < 0) else "inconclusive (the interval covers 0)"
+
+    if pl.get("design", "welch") == "welch":
+        return [f"cohort pilot (coin per cohort: {pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on "
+                f"{pl['current_policy']}): difference {fmt_num(pl['difference'])} {fmt_ci(pl['ci_low'], pl['ci_high'])} "
+                f"(Welch over cohorts), {verdict(pl['ci_low'], pl['ci_high'])}; true effect {fmt_num(pl['true_effect'])}"]
+    kind = {"strata": "cohorts stratified in 4s", "pairs": "cohorts paired", "complete": "cohorts completely randomized"}
+    lines = [f"cohort pilot ({kind.get(pl['design'], pl['design'])} on a {pl['pre_units']:,}-customer pre-period: "
+             f"{pl['cohorts_new']} new vs {pl['cohorts_current']} on {pl['current_policy']}, {pl['units']:,} customers): "
+             f"effect {fmt_num(pl['difference'])} {fmt_ci(pl['ci_low'], pl['ci_high'])} (adjusted on the pre-period, "
+             f"randomization interval), {verdict(pl['ci_low'], pl['ci_high'])}; true effect {fmt_num(pl['true_effect'])}"]
+    extra = []
+    if pl.get("mde") is not None:
+        extra.append(f"minimal detectable effect (80 % power) {fmt_num(pl['mde'])}")
+    w = pl.get("welch")
+    if w:
+        extra.append(f"the older design (coin per cohort, Welch) on the same customers: {fmt_num(w['difference'])} "
+                     f"{fmt_ci(w['ci_low'], w['ci_high'])}, {verdict(w['ci_low'], w['ci_high'])}")
+    if extra:
+        lines.append("; ".join(extra))
     return lines
 
 

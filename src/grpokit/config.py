@@ -233,6 +233,10 @@ class EvaluationConfig(_Strict):
     pilot: Bool = True  #: cluster-randomized pilot (whole cohorts on the new or the current policy)
     pilot_size: Int = Field(20000, ge=100)
     current_policy: str = "best_single"  #: the pilot's control arm: a baseline name
+    #: the pilot's design: "strata" (cohorts stratified in 4s on a pre-period of pilot_size decisions on the
+    #: current policy, ANCOVA, randomization interval), "pairs", "complete", or "welch" (the older coin per
+    #: cohort, Welch over cohorts, no pre-period); the Welch figure is reported beside the others
+    pilot_design: Literal["strata", "pairs", "complete", "welch"] = "strata"
     tree_depth: Int = Field(3, ge=1, le=8)  #: depth of the explanation tree
 
 

@@ -144,9 +144,14 @@ def _print_business(summary: dict) -> None:
                       "none = no offer for anyone (docs/business.md)")
     if "pilot" in summary:
         pl = summary["pilot"]
-        console.print(f"pilot ({pl['cohorts_new']} cohorts new vs {pl['cohorts_current']} on {pl['current_policy']}): "
+        console.print(f"pilot, design {pl.get('design', 'welch')} ({pl['cohorts_new']} cohorts new vs "
+                      f"{pl['cohorts_current']} on {pl['current_policy']}): "
                       f"difference {pl['difference']:.4f}, 95% CI [{pl['ci_low']:.4f}, {pl['ci_high']:.4f}] "
                       f"(true effect {pl['true_effect']:.4f})")
+        w = pl.get("welch")
+        if w and pl.get("design") != "welch":
+            console.print(f"  older design (coin per cohort, Welch) on the same customers: difference "
+                          f"{w['difference']:.4f}, 95% CI [{w['ci_low']:.4f}, {w['ci_high']:.4f}]")
 
 
 def _print_summary(summary: dict) -> None:
