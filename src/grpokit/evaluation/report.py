@@ -238,7 +238,9 @@ def frontier_svg(points: list[dict], *, width=760, height=420, title="",
         if len(front) > 1:
             path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in front)
             out.append(f"<polyline fill='none' stroke='{colour[name]}' stroke-width='1.2' stroke-dasharray='2,3' points='{path}'/>")
-    for p in good:
+    marks = [(sx(p["x"]), sy(p["y"])) for p in good]
+    places = _place_labels([str(p.get("label", "")) for p in good], marks, (pad_l, pad_t, width - pad_r + 160, height - pad_b))
+    for p, (lx, ly, anchor) in zip(good, places):
         cx, cy, kind = sx(p["x"]), sy(p["y"]), p.get("kind", "objective")
         c = colour.get(p.get("series", ""), "#000") if kind == "objective" else ("#000" if kind == "baseline" else "#888")
         if p.get("x_err"):
@@ -252,7 +254,9 @@ def frontier_svg(points: list[dict], *, width=760, height=420, title="",
         else:
             out.append(f"<polygon class='reference' points='{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} "
                        f"{cx - 5:.1f},{cy:.1f}' fill='{c}'/>")
-        out.append(f"<text x='{cx + 6:.1f}' y='{cy - 5:.1f}' font-size='9' fill='{c}'>{html.escape(str(p.get('label', '')))}</text>")
+        if abs(ly - (cy - 5)) > 12:  # moved away from its mark to avoid another label: a leader line
+            out.append(f"<line x1='{cx:.1f}' y1='{cy:.1f}' x2='{lx:.1f}' y2='{ly - 3:.1f}' stroke='{c}' stroke-width='0.5' opacity='.5'/>")
+        out.append(f"<text x='{lx:.1f}' y='{ly:.1f}' font-size='9' fill='{c}'{anchor}>{html.escape(str(p.get('label', '')))}</text>")
     for i, name in enumerate(series):
         if name:
             out.append(f"<text x='{width - pad_r + 10}' y='{pad_t + 14 * i + 10}' font-size='11' fill='{colour[name]}'>● {html.escape(name)}</text>")
@@ -261,6 +265,49 @@ def frontier_svg(points: list[dict], *, width=760, height=420, title="",
     out.append(f"<text x='{width - pad_r + 10}' y='{pad_t + 14 * k + 24}' font-size='11' fill='#888'>◆ oracle / no offer</text>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _place_labels(labels: list[str], marks: list[tuple[float, float]], bounds: tuple[float, float, float, float],
+                  char_w: float = 5.0, line_h: float = 10.0) -> list[tuple[float, float, str]]:
+    """Deterministic positions ``(x, y, text-anchor attribute)`` of 9-px labels beside their marks, none
+    over another: greedily, in the order of the marks (top to bottom, then left to right), the first
+    candidate (right of the mark above it, below it, left of it, then further up or down in 10-px
+    steps) whose box (``char_w`` per character × ``line_h``) meets no placed box and no other mark;
+    the one with the least overlap where every candidate overlaps."""
+    left, top, right, bottom = bounds
+    order = sorted(range(len(labels)), key=lambda i: (round(marks[i][1], 1), round(marks[i][0], 1), i))
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float, str] | None] = [None] * len(labels)
+
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    for i in order:
+        cx, cy = marks[i]
+        w = char_w * max(len(labels[i]), 1)
+        candidates = []
+        for k in range(0, 7):  # above the mark, below it, then a line further up / down each time
+            for dy in (-5.0 - k * line_h, 9.0 + k * line_h):
+                candidates.append((cx + 6.0, cy + dy, ""))
+                candidates.append((cx - 6.0, cy + dy, " text-anchor='end'"))
+        best, best_cost = None, None
+        for x, y, anchor in candidates:
+            x_left = x - w if anchor else x
+            box = (x_left, y - line_h + 2.0, x_left + w, y + 2.0)
+            off = max(0.0, left - box[0]) + max(0.0, box[2] - right) + max(0.0, top - box[1]) + max(0.0, box[3] - bottom)
+            cost = sum(overlap(box, b) for b in placed) + sum(
+                overlap(box, (mx - 4.0, my - 4.0, mx + 4.0, my + 4.0)) for j, (mx, my) in enumerate(marks) if j != i) + 100.0 * off
+            if cost == 0.0:
+                best = (x, y, anchor, box)
+                break
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (x, y, anchor, box), cost
+        x, y, anchor, box = best
+        placed.append(box)
+        out[i] = (x, y, anchor)
+    return out  # type: ignore[return-value]
 
 
 def frontier_html(frontier: dict) -> str:
