@@ -7,9 +7,10 @@ offer, then 20,000 pilot decisions. On the SAME pilot customers and decisions, t
 
 * new: cohorts stratified on the pre-period cohort mean (strata of 4), half of each treated;
   ANCOVA over cohorts on the pre-period mean, exact randomization-inference interval
-  (``grpokit.loop.pilot_sim.simulate_cohort_pilot``); its OLS t interval and the unit-level
-  cluster-robust difference are reported beside it;
-* today: ``grpokit.business.cluster_pilot`` (Bernoulli coin per cohort, Welch over cohorts).
+  (``grpokit.pilot.simulate.simulate_cohort_pilot``, what ``grpokit run``'s pilot runs); its OLS t
+  interval and the unit-level cluster-robust difference are reported beside it;
+* the older design: ``grpokit.pilot.simulate.simulate_welch_pilot`` (Bernoulli coin per cohort, Welch
+  over cohorts; ``grpokit.business.cluster_pilot`` and ``evaluation.pilot_design = "welch"``).
 
 Coverage = share of pilots whose interval contains the true effect (the simulator's mean over
 cohorts of expected value new − current on the pilot's customers); separation = share whose
@@ -29,10 +30,9 @@ import numpy as np
 import torch
 
 from grpokit.baselines import make_baseline
-from grpokit.business import cluster_pilot
 from grpokit.config import load_config
-from grpokit.loop.pilot_sim import simulate_cohort_pilot
 from grpokit.offline.io import read_log
+from grpokit.pilot.simulate import simulate_cohort_pilot, simulate_welch_pilot
 from grpokit.runner import build_trainer
 
 
@@ -72,7 +72,7 @@ def main() -> None:
             cur = current(ctx)
             r = simulate_cohort_pilot(sc, pre, current(pre), ctx, new, cur, design=args.design,
                                       seed=10_000 * seed + j)
-            w = cluster_pilot(sc, ctx, new, cur, seed=10_000 * seed + j)
+            w = simulate_welch_pilot(sc, ctx, new, cur, seed=10_000 * seed + j)
             row = {"seed": seed, "pilot": j, "true": r["true_effect"], "new": [r["ci_low"], r["ci_high"]],
                    "estimate": r["estimate"], "t": [r["ci_t"]["ci_low"], r["ci_t"]["ci_high"]],
                    "unit": [r["unit_level"]["ci_low"], r["unit_level"]["ci_high"]],
@@ -105,7 +105,7 @@ def main() -> None:
     out.write_text(json.dumps(summary, indent=1))
     print("| interval | coverage | mean width | separates from 0 |\n| --- | --- | --- | --- |")
     names = {"new": "stratified + ANCOVA, randomization interval", "t": "same, OLS t interval (9 dof)",
-             "unit": "unit-level difference, CR1 by cohort", "welch": "today: coin per cohort, Welch"}
+             "unit": "unit-level difference, CR1 by cohort", "welch": "older design: coin per cohort, Welch"}
     for k, v in table.items():
         print(f"| {names[k]} | {v['coverage']:.3f} | {v['mean_width']:.2f} | {v['separates']:.3f} |")
     print(f"width ratio new / Welch: {summary['width_ratio_new_vs_welch']:.3f}; mean true effect "
