@@ -26,12 +26,18 @@ def _load(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def f5(x: float) -> str:
+    """``x`` to 5 decimals, a value that rounds to zero printed as 0.00000 (never -0.00000)."""
+    s = f"{x:.5f}"
+    return s[1:] if s.startswith("-") and float(s) == 0.0 else s
+
+
 def validate(path) -> str:
     r = _load(path)
     v = r["on_policy_value"]
-    lines = [f"| estimator | estimate | 95 % CI | relative error | CI covers {v:.5f} |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| estimator | estimate | 95 % CI | relative error | CI covers {f5(v)} |", "| --- | --- | --- | --- | --- |"]
     for name, e in r["estimators"].items():
-        lines.append(f"| {name} | {e['value']:.5f} | [{e['ci_low']:.5f}, {e['ci_high']:.5f}] | {e['relative_error']:.3f} "
+        lines.append(f"| {name} | {f5(e['value'])} | [{f5(e['ci_low'])}, {f5(e['ci_high'])}] | {e['relative_error']:.3f} "
                      f"| {'yes' if e['ci_covers_on_policy'] else 'no'} |")
     return "\n".join(lines)
 
@@ -61,8 +67,8 @@ def learn(paths, labels: dict[str, str] | None = None) -> str:
         r = _load(path)
         g, rnd, imp = r["policies"]["grpo"], r["policies"]["random"], r["improvement_over_random"]
         lines.append(f"| {(labels or {}).get(m['label'], m['label'])} | {m['seed']} "
-                     f"| {g['value']:.5f} [{g['ci_low']:.5f}, {g['ci_high']:.5f}] | {rnd['value']:.5f} "
-                     f"| {imp['value']:.5f} [{imp['ci_low']:.5f}, {imp['ci_high']:.5f}] | {_verdict(imp)} |")
+                     f"| {f5(g['value'])} [{f5(g['ci_low'])}, {f5(g['ci_high'])}] | {f5(rnd['value'])} "
+                     f"| {f5(imp['value'])} [{f5(imp['ci_low'])}, {f5(imp['ci_high'])}] | {_verdict(imp)} |")
     return "\n".join(lines)
 
 

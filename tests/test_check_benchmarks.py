@@ -118,6 +118,18 @@ def test_obd_learn_table_reads_label_seed_and_gives_the_gates_verdict(tmp_path):
         obd_table.learn([tmp_path / "other.json"])
 
 
+def test_obd_tables_print_no_negative_zero(tmp_path):
+    import obd_table
+
+    assert [obd_table.f5(x) for x in (-0.0, -0.000004, 0.000004, -0.00001, 0.012345)] == [
+        "0.00000", "0.00000", "0.00000", "-0.00001", "0.01235"]
+    r = {"policies": {"grpo": {"value": 0.0, "ci_low": -0.000001, "ci_high": 0.00001}, "random": {"value": 0.0046}},
+         "improvement_over_random": {"value": -0.0046, "ci_low": -0.0066, "ci_high": -0.0028}}
+    (tmp_path / "obd_learn_gbm_s2.json").write_text(json.dumps(r))
+    row = obd_table.learn([tmp_path / "obd_learn_gbm_s2.json"]).splitlines()[2]
+    assert "[0.00000, 0.00001]" in row and "-0.00000" not in row
+
+
 def test_preferences_table_says_never_when_a_seed_did_not_reach_90_percent(tmp_path):
     import preferences_table
 

@@ -19,6 +19,12 @@ from grpokit.cli._common import (
 obd_app = typer.Typer(help="The Open Bandit Dataset checks (real logs).", no_args_is_help=True)
 
 
+def _f5(x: float) -> str:
+    """``x`` to 5 decimals; a value that rounds to zero prints as 0.00000, never -0.00000."""
+    s = f"{x:.5f}"
+    return s[1:] if s.startswith("-") and float(s) == 0.0 else s
+
+
 def _obd_root(root: Optional[Path]) -> Path:
     import os
 
@@ -52,11 +58,11 @@ def obd_validate(
         _fail(str(err))
     _write_json(json_out, result)
     v = result["on_policy_value"]
-    table = Table(title=f"BTS policy value from the random log (campaign {campaign}); on-policy value {v:.5f}")
+    table = Table(title=f"BTS policy value from the random log (campaign {campaign}); on-policy value {_f5(v)}")
     for col in ("estimator", "value", "95% CI", "relative error", "CI covers"):
         table.add_column(col, justify="right")
     for name, r in result["estimators"].items():
-        table.add_row(name, f"{r['value']:.5f}", f"[{r['ci_low']:.5f}, {r['ci_high']:.5f}]",
+        table.add_row(name, f"{_f5(r['value'])}", f"[{_f5(r['ci_low'])}, {_f5(r['ci_high'])}]",
                       f"{r['relative_error']:.3f}", "yes" if r["ci_covers_on_policy"] else "no")
     console.print(table)
     console.print(f"written to [bold]{json_out}[/]")
@@ -89,8 +95,8 @@ def obd_learn(
     for col in ("policy", "value", "95% CI"):
         table.add_column(col, justify="right")
     for name, r in result["policies"].items():
-        table.add_row(name, f"{r['value']:.5f}", f"[{r['ci_low']:.5f}, {r['ci_high']:.5f}]")
+        table.add_row(name, f"{_f5(r['value'])}", f"[{_f5(r['ci_low'])}, {_f5(r['ci_high'])}]")
     imp = result["improvement_over_random"]
-    table.add_row("grpo - random", f"{imp['value']:.5f}", f"[{imp['ci_low']:.5f}, {imp['ci_high']:.5f}]")
+    table.add_row("grpo - random", f"{_f5(imp['value'])}", f"[{_f5(imp['ci_low'])}, {_f5(imp['ci_high'])}]")
     console.print(table)
     console.print(f"written to [bold]{json_out}[/]")
