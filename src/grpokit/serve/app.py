@@ -30,10 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
+from grpokit.policy.deployed import Decisions, DeployedPolicy
+from grpokit.policy.numpy_forward import draw_served, numpy_forward
 from grpokit.serve.auth import Tokens, check_request, error_body
 from grpokit.serve.config import RolloutConfig, ServeConfig
 from grpokit.serve.decision_log import DecisionLog
@@ -138,6 +141,7 @@ class ServeState:
         self._order: collections.deque = collections.deque()
         self.old_ids: set[str] = set()
         self.policies: Policies | None = None
+        self._forwards: dict[int, tuple] = {}  #: id(policy) -> (policy, its numpy forward or None)
         self.policy_error: str | None = None
         self.started_at = time.time()
         self.recovered: dict = {}
@@ -226,6 +230,7 @@ class ServeState:
             log.error(self.policy_error)
             return
         self.policies = Policies(current, candidate, rollout)
+        self._forwards = {k: v for k, v in self._forwards.items() if v[0] is current or v[0] is candidate}
         self.policy_error = None
         self.metrics.set_policies(current.version, None if candidate is None else candidate.version)
         if not initial:
@@ -470,7 +475,7 @@ class ServeState:
             eids = [new[k][1] for k in ks]
             u = event_uniforms(cfg.seed, eids)
             try:
-                d = dp.decide(rows, epsilon=cfg.epsilon, mode=cfg.mode, seed=cfg.seed, uniforms=u)
+                d = self._decide_rows(dp, rows, u, small=not is_batch)
             except FeatureError as err:
                 raise self._feature_error(err, new, ks, is_batch) from None
             shadow = None
@@ -521,6 +526,30 @@ class ServeState:
                 for k, r in zip(ks, out):
                     responses[k] = r
         return records, responses
+
+    def _decide_rows(self, dp, rows: list, u: np.ndarray, small: bool):
+        """``dp.decide(rows, uniforms=u)``; for the few rows of a group of single requests (``small``) of a
+        plain categorical policy, the same draw on the numpy forward's π (equal to torch's to float32
+        rounding, see :mod:`grpokit.policy.numpy_forward`), without torch's per-call cost."""
+        cfg = self.config
+        if small and dp.kind == "categorical" and type(dp) is DeployedPolicy and "decide" not in vars(dp):
+            # (a policy whose decide is its own, a subclass's or one replaced on the instance, decides itself)
+            fwd = self._forward(dp)
+            if fwd is not None:
+                x, group = dp.features(rows)
+                actions, props, q = draw_served(fwd.probabilities(x, group), cfg.epsilon, cfg.mode, u)
+                labels = dp.action_labels
+                return Decisions(actions=actions, propensities=props, probabilities=q,
+                                 labels=[labels[a] for a in actions.tolist()])
+        return dp.decide(rows, epsilon=cfg.epsilon, mode=cfg.mode, seed=cfg.seed, uniforms=u)
+
+    def _forward(self, dp):
+        """The numpy forward of a serving policy (None: not a plain categorical MLP), found once per policy."""
+        hit = self._forwards.get(id(dp))
+        if hit is None or hit[0] is not dp:
+            pol = getattr(dp, "policy", None)
+            hit = self._forwards[id(dp)] = (dp, numpy_forward(pol) if pol is not None else None)
+        return hit[1]
 
     @staticmethod
     def _row(dp, item, cohort) -> dict:
