@@ -337,7 +337,7 @@ class ServeState:
             counts = collections.Counter((r["action"] if isinstance(r["action"], str) else "continuous", r["arm"])
                                          for r, _ in responses)
             for (label, arm), n in counts.items():
-                self.metrics.decisions.labels(label, arm).inc(n)
+                self.metrics.count_decisions(label, arm, n)
             for (i, _), resp in zip(new, responses):
                 out[i] = _public(resp, want_probs)
         for i, eid in replays:
@@ -355,7 +355,7 @@ class ServeState:
         once (a concurrent retry of the same id waits for it, then replays it)."""
         loop = asyncio.get_running_loop()
         if eid is None:
-            eid = os.urandom(16).hex()
+            eid = self._new_id()
         ev = _Event(time.time(), item.defer, None, 0, None, loop.create_future())
         self.remember(eid, ev)
         self._pending.append((item, eid, ev))
@@ -366,6 +366,15 @@ class ServeState:
         return ev.response
 
     _pending_scheduled = False
+    _ids: list = []
+
+    def _new_id(self) -> str:
+        """A fresh random 128-bit event id (hex), from a pool filled 512 at a time (one getrandom call)."""
+        ids = self._ids
+        if not ids:
+            pool = os.urandom(16 * 512).hex()
+            ids = self._ids = [pool[k:k + 32] for k in range(0, len(pool), 32)]
+        return ids.pop()
 
     def _run_pending(self) -> None:
         """Draw the pending single decisions as one group and submit their records (see _decide_single)."""
@@ -384,8 +393,16 @@ class ServeState:
             return
         for ((_, _, ev), resp) in ok:
             ev.response = resp
-        fut = asyncio.wrap_future(self.log.submit(records))
-        fut.add_done_callback(lambda f: self._settle(ok, f))
+        loop = asyncio.get_running_loop()
+
+        def done(fut, ok=ok):  # on a log writer thread, once the group is fsync'd (or failed)
+            err = OSError("the log submission was cancelled") if fut.cancelled() else fut.exception()
+            try:
+                loop.call_soon_threadsafe(self._settle, ok, err)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        self.log.submit(records).add_done_callback(done)  # (no asyncio future chained to it: one hop)
 
     def _draw_group(self, group):
         """``(records, responses)`` of a group of single decisions; a row whose context the policy refuses
@@ -415,8 +432,8 @@ class ServeState:
         if not ev.fut.done():
             ev.fut.set_exception(err)
 
-    def _settle(self, ok: list, fut) -> None:
-        err = OSError("the log submission was cancelled") if fut.cancelled() else fut.exception()
+    def _settle(self, ok: list, err: BaseException | None) -> None:
+        """On the event loop: answer the group's requests once its records are fsync'd (``err`` None)."""
         if err is not None:
             if isinstance(err, OSError):
                 err = ApiError(503, f"the decision log could not be written ({err}); nothing was decided")
@@ -426,7 +443,7 @@ class ServeState:
         counts = collections.Counter((r["action"] if isinstance(r["action"], str) else "continuous", r["arm"])
                                      for (r, _) in (resp for _, resp in ok))
         for (label, arm), n in counts.items():
-            self.metrics.decisions.labels(label, arm).inc(n)
+            self.metrics.count_decisions(label, arm, n)
         for (_, _, ev), _ in ok:
             if not ev.fut.done():
                 ev.fut.set_result(None)
