@@ -44,6 +44,7 @@ _OBD = "../shared/data/obd"  # relative to the repository root (the commands run
 _OBD_LEARN = {"gbm": [], "linear": ["--outcome-model", "linear"], "gbm_beta0.05": ["--set", "grpo.beta=0.05"],
               "gbm_drgrpo_lr0.01": ["--set", "grpo.advantage.name=dr_grpo", "--set", "grpo.lr=0.01"]}
 _DENSE = ["--set", 'scenario.reward="gaussian"', "--set", "scenario.scales=[1.0,0.1,0.02]", "--set", "scenario.noise=[1.0,0.1,0.02]"]
+_GMV3 = ["--set", "scenario.posterior_order=0.0", "--set", "grpo.lr=0.003"]  # GRADE's GMV-only runs (k5, kh5, gh5fixed)
 _LOGS = ["--set", "evaluation.train_on=logs", "--set", "evaluation.pilot=false", "--set", "evaluation.compare_ignore_spillover=false"]
 
 #: stands, in a check's grpokit args, for the path of the one file the command writes
@@ -98,6 +99,29 @@ CHECKS = {
                        "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}"])
          for s in range(5)],
         lambda dirs: fusion_table.table(dirs),
+    ),
+    # miscalibration 4 (the model's p_order 4x too high on expensive items), GMV objective: kh5 with the held-out
+    # prior-weight choice, gh5fixed with the prior weight fixed at 1 (its row against kh5's static_tuned)
+    "grade-hacking": (
+        [(f"kh5_s{s}", ["fusion", "run", "examples/fusion.toml", *_GMV3, "--set", "scenario.miscalibration=4.0",
+                        "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}",
+                        "--set", 'fusion.ablations=["prior_only", "posterior_only"]', "--set", "fusion.oracle=false"])
+         for s in range(5)]
+        + [(f"gh5fixed_s{s}", ["fusion", "run", "examples/fusion.toml", *_GMV3, "--set", "scenario.miscalibration=4.0",
+                               "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}", "--set", "fusion.ablations=[]",
+                               "--set", "fusion.prior_weight_grid=[]", "--set", "fusion.oracle=false"])
+           for s in range(5)],
+        lambda dirs: fusion_table.table(dirs[:5], [("grade, prior weight fixed at 1 (gh5fixed)", dirs[5:], "grade")]),
+    ),
+    # every candidate GRADE (one per prior weight) of the grade-gmv (k5) and grade-hacking (kh5) runs, on the truth
+    "grade-choice": (
+        [(f"k5_s{s}", ["fusion", "run", "examples/fusion.toml", *_GMV3, "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}"])
+         for s in range(5)]
+        + [(f"kh5_s{s}", ["fusion", "run", "examples/fusion.toml", *_GMV3, "--set", "scenario.miscalibration=4.0",
+                          "--set", f"fusion.seed={s}", "--set", f"grpo.seed={s}",
+                          "--set", 'fusion.ablations=["prior_only", "posterior_only"]', "--set", "fusion.oracle=false"])
+           for s in range(5)],
+        lambda dirs: fusion_table.choice_table([("GMV, miscalibration 2", dirs[:5]), ("GMV, miscalibration 4", dirs[5:])]),
     ),
     "obd-learn": (
         [(f"obd_learn_gbm_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s)])

@@ -130,6 +130,30 @@ def test_obd_tables_print_no_negative_zero(tmp_path):
     assert "[0.00000, 0.00001]" in row and "-0.00000" not in row
 
 
+def test_fusion_table_extra_row_is_against_the_base_runs_static_tuned(tmp_path):
+    import fusion_table
+
+    def run(name, pols, chosen=None):
+        d = tmp_path / name
+        d.mkdir()
+        summary = {"policies": {n: {"true": {"gpm": g, "opm": o}, "gpm_vs_static_tuned": 0.0, "opm_vs_static_tuned": 0.0}
+                                for n, (g, o) in pols.items()},
+                   "prior_weight_selection": None if chosen is None else {"chosen": chosen, "static": {"chosen": 0.0}}}
+        (d / "summary.json").write_text(json.dumps(summary))
+        return d
+
+    base = [run(f"b{s}", {"static_default": (90.0, 9.0), "static_tuned": (100.0 + s, 10.0)}, 0.3) for s in range(2)]
+    other = [run(f"o{s}", {"static_default": (90.0, 9.0), "static_tuned": (50.0, 5.0), "grade": (99.0 + s, 11.0)}) for s in range(2)]
+    lines = fusion_table.table(base, [("grade, fixed", other, "grade")]).splitlines()
+    assert lines[4].startswith("| grade, fixed | 99.5 ± 0.7 | 11.00 ± 0.00 | -1.00 %, -0.99 % (-1.00 %) | +10.00 %, +10.00 % (+10.00 %) | 0/2 / 2/2 |")
+    assert lines[-1] == "prior weight chosen per seed: GRADE 0.3, 0.3; static weights 0, 0"
+    bad = run("bad", {"static_default": (91.0, 9.0), "static_tuned": (50.0, 5.0), "grade": (99.0, 11.0)})
+    with pytest.raises(SystemExit, match="evaluation requests differ"):
+        fusion_table.table(base, [("grade, fixed", [other[0], bad], "grade")])
+    with pytest.raises(SystemExit, match="no per-λ GRADE"):
+        fusion_table.candidate_gpm(base[0])
+
+
 def test_preferences_table_says_never_when_a_seed_did_not_reach_90_percent(tmp_path):
     import preferences_table
 
