@@ -226,3 +226,125 @@ def test_served_density_of_a_policy_matches_the_service_draw(tmp_path):
     np.testing.assert_allclose(served_log_density_of(pol, x, d.actions, 0.2), d.log_density, rtol=1e-5, atol=1e-6)
     s = sample_served(pol, x[:1].repeat(20_000, 0), 1, 0.2, seed=0)[:, 0]
     assert stats.ks_2samp(s, dp.decide([{"f0": x[0, 0], "f1": x[0, 1]}] * 20_000, seed=9).actions).pvalue > 0.001
+
+
+# -- the loop on pricing and allocation ----------------------------------------------------------------
+
+_TINY = ["loop.rounds=2", "loop.decisions=2500", "loop.pilot_decisions=1500", "loop.shadow_decisions=200",
+         "loop.eval_size=2000", "loop.n_bootstrap=100", "grpo.steps=20", "grpo.batch_size=64", "loop.epsilon=0.2",
+         "loop.gate_screen='not_worse'", "loop.batch=500", "loop.flush_interval_s=0.05",
+         "loop.rewards.loss=0.03", "loop.rewards.duplicate=0.1", "loop.rewards.delay_batches=1"]
+
+
+def _check_tiny_run(summary, out, kind):
+    import pandas as pd
+
+    from grpokit.serve.export import served_frame
+
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    for r in rounds:
+        for key in ("round", "live_version", "true_value", "share_of_oracle", "verdict"):
+            assert key in r
+        assert r["share_of_oracle"] < 1 and (r.get("planted") or r["share_of_oracle"] > 0.5)
+        g = r["gate"]
+        assert g["improvement"]["ci_low"] < g["improvement"]["ci_high"]
+        assert len(g["per_cohort"]) >= 6  # 12 observable cohorts, those with >= 50 held-out rows
+    frame, info = served_frame(out / "store.duckdb", continuous=True)
+    phases = pd.concat([pd.read_parquet(f) for f in (out / "phases").glob("*.parquet")])
+    joined = frame.merge(phases, on="decision_id", how="left")
+    assert (joined["reward"] - joined["outcome"]).abs().max() < 1e-9  # the posted reward is the served action's outcome
+    assert info["duplicate_rewards_ignored"] > 0 and info["left_out_pending"] > 0
+    a = np.asarray(frame["action_value"].tolist())
+    if kind == "beta":
+        assert a.ndim == 1 and a.min() >= 0.6 and a.max() <= 2.5
+        # round 0 serves the list price (multiplier 1) mixed with 20 % uniform exploration over [0.6, 2.5]
+        r0 = frame[frame["decision_id"].str.startswith("r0live-")]
+        a0 = np.asarray(r0["action_value"].tolist())
+        far = np.abs(a0 - 1.0) > 0.3
+        assert 0.12 < far.mean() < 0.25
+        assert np.allclose(r0["pscore"][far], 0.2 / 1.9, rtol=1e-3)  # the logged density there is eps * u
+    else:
+        assert a.ndim == 2 and a.shape[1] == 4 and np.allclose(a.sum(1), 1, atol=1e-6)
+    assert (frame["pscore"] > 0).all()
+    assert json.loads((out / "summary.json").read_text())["scenario"] == summary["scenario"]
+    assert "share of oracle" in (out / "report.html").read_text()
+
+
+@pytest.mark.serve
+@pytest.mark.slow
+def test_tiny_pricing_loop_through_a_real_server(tmp_path):
+    pytest.importorskip("fastapi")
+    from grpokit.loop.config import load_loop_config
+    from grpokit.loop.loop import run_loop
+
+    cfg = load_loop_config(None, ["scenario.name='pricing'", "loop.start_policy='reference'", *_TINY])
+    summary = run_loop(cfg, tmp_path / "run")
+    assert summary["scenario"] == "pricing"
+    assert summary["rounds"][0]["live_label"] == "reference_list_price"
+    _check_tiny_run(summary, tmp_path / "run", "beta")
+
+
+@pytest.mark.serve
+@pytest.mark.slow
+def test_tiny_allocation_loop_through_a_real_server_with_a_planted_bad_policy(tmp_path):
+    pytest.importorskip("fastapi")
+    from grpokit.loop.config import load_loop_config
+    from grpokit.loop.loop import run_loop
+
+    cfg = load_loop_config(None, ["scenario.name='allocation'", "loop.start_policy='best_single'",
+                                  "loop.plant_bad_policy_round=1", *_TINY])
+    summary = run_loop(cfg, tmp_path / "run")
+    assert summary["scenario"] == "allocation"
+    r1 = summary["rounds"][1]
+    assert r1["planted"] == r1["live_version"] and "guardrail" in r1
+    assert r1["true_value"] < summary["rounds"][0]["true_value"]  # the planted policy really is worse
+    if r1["verdict"] == "rollback":
+        assert summary["final"]["serving_version"] == summary["rounds"][0]["live_version"]
+    else:  # no guardrail verdict: the round went on to learn and gate
+        assert "gate" in r1
+    r1.setdefault("gate", summary["rounds"][0]["gate"])
+    _check_tiny_run(summary, tmp_path / "run", "dirichlet")
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["scenario.name='pricing'", "loop.drift=0.1"], "loop.drift"),
+    (["scenario.name='allocation'", "loop.outcome_model='lightgbm'"], "loop.outcome_model"),
+    (["scenario.name='pricing'", "loop.epsilon=0.0"], "loop.epsilon"),
+    (["scenario.name='allocation'", "scenario.reward_components=true"], "scenario.reward_components"),
+    (["scenario.name='pricing'", "policy.head='dirichlet'"], "policy.head"),
+    (["scenario.name='marketing'", "loop.start_policy='reference'"], "loop.start_policy"),
+    (["scenario.name='search'"], "scenario.name"),
+    (["scenario.name='pricing'", "scenario.low=3.0"], "low"),
+])
+def test_loop_config_errors_name_the_field(sets, match):
+    from grpokit.loop.config import load_loop_config
+
+    with pytest.raises(ValueError, match=match):
+        load_loop_config(None, sets)
+
+
+def test_examples_load():
+    from pathlib import Path
+
+    from grpokit.loop.config import load_loop_config
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    assert load_loop_config(root / "pricing_loop.toml").scenario["name"] == "pricing"
+    assert load_loop_config(root / "allocation_loop.toml").scenario["name"] == "allocation"
+
+
+def test_cohorts_are_observable_and_the_world_scores_with_the_true_segment():
+    from grpokit.loop.world import ContinuousWorld
+
+    w = ContinuousWorld({"name": "pricing"}, eval_size=3000, seed=1)
+    ctx = w.ctx
+    np.testing.assert_array_equal(w.sc.cohort_of(ctx.obs).numpy(), ctx.group.numpy())
+    assert len(w.sc.group_names) == 12 and len(np.unique(ctx.group.numpy())) == 12
+    # the oracle beats every fixed price, and the scenario is scored with the true segments
+    best = w.sc.best_fixed_action(0)
+    unit = w.unit_values(ctx, lambda obs, s: np.full((len(obs), s), float(best)))
+    assert w.oracle_unit.mean() > unit.mean()
+    direct = w.base.expected_reward(type(ctx)(ctx.obs, ctx.extra["segment"], ctx.mask, ctx.extra),
+                                    torch.full((len(ctx), 1), float(best), dtype=torch.float64))[:, 0].numpy()
+    np.testing.assert_allclose(unit, direct)

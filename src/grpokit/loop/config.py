@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from grpokit.config import GRPOConfig, PolicyConfig
 
-__all__ = ["LoopConfig", "LoopSettings", "RewardDelivery", "load_loop_config"]
+__all__ = ["LoopConfig", "LoopSettings", "RewardDelivery", "load_loop_config", "CONTINUOUS_SCENARIOS"]
+
+#: scenarios with continuous actions the loop runs (Beta head: pricing; Dirichlet head: allocation)
+CONTINUOUS_SCENARIOS = ("pricing", "allocation")
 
 
 class _Strict(BaseModel):
@@ -34,8 +37,11 @@ class LoopSettings(_Strict):
     pilot_decisions: int = Field(20_000, ge=100)  #: served in the cohort pilot (canary by cohort); the least when pilot_effect is set
     pilot_effect: float | None = Field(None, gt=0)  #: size the pilot so its MDE (80 % power, level alpha) is this effect, from the pre-period's variance
     pilot_max_decisions: int = Field(100_000, ge=100)  #: the most decisions a pilot sized from pilot_effect may take
-    epsilon: float = Field(0.05, ge=0, le=1)  #: exploration: served q = (1 - eps) pi + eps / A
-    start_policy: Literal["best_single", "uniform"] = "best_single"  #: round 0's live policy
+    epsilon: float = Field(0.05, ge=0, le=1)  #: exploration: served q = (1 - eps) pi + eps / A (continuous: + eps u, u uniform on the range / simplex)
+    start_policy: Literal["best_single", "uniform", "reference"] = "best_single"  #: round 0's live policy (reference: continuous only, the list price / the equal split)
+    start_concentration: float = Field(400.0, gt=2)  #: continuous start rules: the Beta's a + b / the Dirichlet's total concentration (large: close to the fixed action)
+    dm_samples: int = Field(16, ge=1)  #: continuous: Monte-Carlo draws of each target per row for the DR's model term
+    truth_samples: int = Field(64, ge=1)  #: continuous: draws per evaluation customer for the true value
     holdout: float = Field(0.3, gt=0, lt=1)  #: share of served decisions (fixed hash split of the id) never trained on, for gates
     train_window: int = Field(60_000, ge=100)  #: learn from at most this many of the latest non-held-out served rows
     gate_window: int = Field(30_000, ge=100)  #: gate on at most this many of the latest held-out served rows
@@ -71,10 +77,14 @@ class LoopConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "LoopConfig":
         name = self.scenario.get("name", "marketing")
+        if name in CONTINUOUS_SCENARIOS:
+            return self._check_continuous(name)
         if name != "marketing":
-            raise ValueError(f"scenario.name = {name!r}: the loop runs categorical scenarios with cohorts; "
-                             "'marketing' is the one supported (pricing/allocation have continuous actions, "
-                             "which the offline layer's estimators do not take)")
+            raise ValueError(f"scenario.name = {name!r}: the loop runs 'marketing' (categorical offers) and "
+                             f"{' and '.join(map(repr, CONTINUOUS_SCENARIOS))} (continuous actions)")
+        if self.loop.start_policy == "reference":
+            raise ValueError("loop.start_policy = 'reference' (the list price / the equal split) is for pricing "
+                             "and allocation; marketing starts from 'best_single' or 'uniform'")
         from grpokit.scenarios.marketing import MarketingConfig
 
         if self.loop.outcome_backend == "ray" and self.loop.outcome_model != "lightgbm":
@@ -86,6 +96,36 @@ class LoopConfig(_Strict):
         cfg = MarketingConfig(**self.scenario)
         if cfg.spillover != 0:
             raise ValueError("scenario.spillover must be 0 in the loop: off-policy estimates assume no interference")
+        return self
+
+
+    def _check_continuous(self, name: str) -> "LoopConfig":
+        from grpokit.scenarios.registry import SCENARIO_CONFIGS
+
+        s = self.loop
+        if s.drift != 0:
+            raise ValueError(f"loop.drift = {s.drift}: drift is a marketing world; scenario {name!r} runs a fixed world")
+        if s.outcome_model not in ("gbm", "linear"):
+            raise ValueError(f"loop.outcome_model = {s.outcome_model!r}: continuous actions take 'gbm' or 'linear' "
+                             "(an outcome model on the features and the action's value)")
+        if s.outcome_backend != "local":
+            raise ValueError(f"loop.outcome_backend = {s.outcome_backend!r}: continuous actions fit locally")
+        if s.pilot_max_decisions < s.pilot_decisions:
+            raise ValueError(f"loop.pilot_max_decisions = {s.pilot_max_decisions} must be >= "
+                             f"loop.pilot_decisions = {s.pilot_decisions}")
+        if s.epsilon <= 0:
+            raise ValueError("loop.epsilon must be > 0 for continuous actions: the uniform component keeps the "
+                             "density ratios of the next candidate bounded")
+        params = {k: v for k, v in self.scenario.items() if k != "name"}
+        cfg = SCENARIO_CONFIGS[name](name=name, **params)
+        if cfg.reward_components:
+            raise ValueError(f"scenario.reward_components = {cfg.reward_components!r}: the loop posts one reward "
+                             "per decision (leave it empty)")
+        if getattr(cfg, "mean_spend_cap", None) is not None or getattr(cfg, "reserve", False):
+            raise ValueError("scenario.reserve / mean_spend_cap: the loop has no budget constraint; leave them unset")
+        if self.policy.head not in (None, "beta" if name == "pricing" else "dirichlet"):
+            raise ValueError(f"policy.head = {self.policy.head!r}: scenario {name!r} is served by a "
+                             f"{'beta' if name == 'pricing' else 'dirichlet'} head")
         return self
 
 

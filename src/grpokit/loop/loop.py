@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from grpokit.atomic import atomic_write_json
-from grpokit.loop.config import LoopConfig
+from grpokit.loop.config import CONTINUOUS_SCENARIOS, LoopConfig
 from grpokit.loop.world import World
 
 __all__ = ["run_loop"]
@@ -164,6 +164,8 @@ class _Version:
 
 
 class _Loop:
+    continuous = False  #: categorical actions (marketing); :class:`_ContinuousLoop` for prices and splits
+
     def __init__(self, cfg: LoopConfig, out: Path, progress: bool):
         self.cfg, self.s, self.out, self.progress = cfg, cfg.loop, out, progress
         self.world = World(cfg.scenario, drift=self.s.drift, eval_size=self.s.eval_size, seed=self.s.seed)
@@ -235,7 +237,7 @@ class _Loop:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                frame, info = served_frame(self.store, shadow=True)
+                frame, info = served_frame(self.store, shadow=True, continuous=self.continuous)
                 rows = frame[frame["decision_id"].str.startswith(tag + "-")]
             except ValueError:
                 rows, info = pd.DataFrame(), {}
@@ -256,7 +258,7 @@ class _Loop:
         t1 = time.perf_counter()
         frame, info = self._collect(tag, n - played["posted"]["lost"])
         (self.out / "phases").mkdir(exist_ok=True)
-        pd.DataFrame({"decision_id": played["event_ids"], "cohort": played["cohorts"], "action": played["actions"],
+        pd.DataFrame({"decision_id": played["event_ids"], "cohort": played["cohorts"], "action": played["actions"] if played["actions"].ndim == 1 else list(played["actions"]),
                       "arm": played["arms"].astype(str), "outcome": played["outcome"]}).to_parquet(
             self.out / "phases" / f"{tag}.parquet", index=False)  # what the simulator drew, for audits
         played["seconds"] = {"serve": t1 - t0, "collect": time.perf_counter() - t1}
@@ -286,6 +288,16 @@ class _Loop:
         v = self._save(policy, f"r{rnd}_candidate")
         return v, {"rows": len(train), "seconds": time.perf_counter() - t0, "steps": summary["steps"]}
 
+    def _dr_rows(self, frame: pd.DataFrame, versions: list, seed: int) -> list[np.ndarray]:
+        """Per-row DR terms (:func:`_dr_terms`) of each version's served distribution on ``frame``, one
+        cross-fitted outcome model (seeded ``seed``) for all."""
+        from grpokit.offline.outcome import OutcomeModel
+
+        x = self._x(frame)
+        a, r, p = frame["action"].to_numpy(np.int64), frame["reward"].to_numpy(np.float64), frame["pscore"].to_numpy()
+        rhat = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=seed, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
+        return [_dr_terms(r, a, p, _served(_pi(v.policy, x), self.s.epsilon), rhat) for v in versions]
+
     def _gate(self, rnd: int, hold: pd.DataFrame, cand: _Version, live: _Version) -> dict:
         """DR value of the candidate and its paired DR improvement over the live policy on held-out rows.
 
@@ -294,14 +306,7 @@ class _Loop:
         propensity: psi_i(pi) = Σ_a pi(a|x_i) r̂(x_i, a) + pi(a_i|x_i) / p_i · (r_i − r̂(x_i, a_i)),
         normal CI mean(psi) ± z sd(psi) / sqrt(n) (per-row terms of a mean; n is in the thousands).
         """
-        from grpokit.offline.outcome import OutcomeModel
-
-        x = self._x(hold)
-        a, r, p = hold["action"].to_numpy(np.int64), hold["reward"].to_numpy(np.float64), hold["pscore"].to_numpy()
-        rhat = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=self.s.seed + 500 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
-        t_cand = _served(_pi(cand.policy, x), self.s.epsilon)
-        t_live = _served(_pi(live.policy, x), self.s.epsilon)
-        psi_c, psi_l = _dr_terms(r, a, p, t_cand, rhat), _dr_terms(r, a, p, t_live, rhat)
+        psi_c, psi_l = self._dr_rows(hold, [cand, live], self.s.seed + 500 + rnd)
         value, live_value, imp = _mean_ci(psi_c, self.s.alpha), _mean_ci(psi_l, self.s.alpha), _mean_ci(psi_c - psi_l, self.s.alpha)
         per = {}
         grp = hold["group"].to_numpy()
@@ -327,13 +332,9 @@ class _Loop:
         """
         from scipy import stats
 
-        from grpokit.offline.outcome import OutcomeModel
-
-        x = self._x(frame)
-        a, r, p = frame["action"].to_numpy(np.int64), frame["reward"].to_numpy(np.float64), frame["pscore"].to_numpy()
-        rhat = OutcomeModel(self.A, self.s.outcome_model, backend=self.s.outcome_backend, seed=self.s.seed + 900 + rnd, **self.s.outcome_params).fit(x, a, r).predict_crossfit()
-        diff = (_dr_terms(r, a, p, _served(_pi(prev.policy, x), self.s.epsilon), rhat)
-                - _dr_terms(r, a, p, _served(_pi(live.policy, x), self.s.epsilon), rhat))
+        r = frame["reward"].to_numpy(np.float64)
+        psi_prev, psi_live = self._dr_rows(frame, [prev, live], self.s.seed + 900 + rnd)
+        diff = psi_prev - psi_live
         grp = frame["group"].to_numpy()
         cohorts = [c for c in self.groups if (grp == c).sum() >= 50]
         levels = {"(all cohorts)": self.s.guardrail_alpha / 4}
@@ -392,12 +393,7 @@ class _Loop:
         res = analyze_from_log(plan, frame, margin=self.s.pilot_margin, seed=rnd, reward=column)
         res["outcome"] = column
         save_analysis(self.store, name, res)
-        ctx = played["contexts"]
-        sc = self.world.scenario_at(rnd)
-        table = World.table(sc, ctx)
-        obs = ctx.obs.double().numpy()
-        diff = ((_served(_pi(cand.policy, obs), self.s.epsilon) - _served(_pi(live.policy, obs), self.s.epsilon))
-                * table).sum(1)
+        diff = self._unit_difference(rnd, played["contexts"], cand, live)
         cohorts = played["cohorts"]
         res["true_effect"] = float(np.mean([diff[cohorts == c].mean() for c in plan.cohorts]))
         res["covered"] = bool(res["ci_low"] <= res["true_effect"] <= res["ci_high"])
@@ -405,6 +401,18 @@ class _Loop:
         res["decisions"] = n_pilot
         res["seconds"] = played["seconds"]
         return res
+
+    def _unit_difference(self, rnd: int, ctx, cand: _Version, live: _Version) -> np.ndarray:
+        """``[n]``: the true expected reward of each customer under the candidate's served distribution minus the live one's."""
+        sc = self.world.scenario_at(rnd)
+        table = World.table(sc, ctx)
+        obs = ctx.obs.double().numpy()
+        return ((_served(_pi(cand.policy, obs), self.s.epsilon) - _served(_pi(live.policy, obs), self.s.epsilon))
+                * table).sum(1)
+
+    def _shadow_summary(self, sh: pd.DataFrame, cand: _Version) -> dict:
+        return {"decisions": len(sh), "agreement": float((sh["shadow_action_code"] == sh["action"]).mean()),
+                "candidate_logged": bool(sh["shadow_version"].eq(cand.version).all())}
 
     # one round
     def round(self, client, rnd: int, state: dict) -> dict:
@@ -473,8 +481,7 @@ class _Loop:
                 client.set_rollout("shadow", candidate=cand.version)
                 _, sh, _ = self._phase(client, rnd, "shadow", s.shadow_decisions)
                 client.set_rollout("live")
-                rec["shadow"] = {"decisions": len(sh), "agreement": float((sh["shadow_action_code"] == sh["action"]).mean()),
-                                 "candidate_logged": bool(sh["shadow_version"].eq(cand.version).all())}
+                rec["shadow"] = self._shadow_summary(sh, cand)
             pilot = self._pilot(client, rnd, live_frame, cand, live)
             rec["pilot"] = pilot
             pilot["pilot_verdict"] = pilot["verdict"]  # the pilot's interval alone (decision = "pilot")
@@ -497,6 +504,171 @@ class _Loop:
         state["previous_frame"] = live_frame
         rec["seconds"] = time.perf_counter() - t_round
         return rec
+
+
+# -- continuous actions (pricing: a Beta price multiplier; allocation: a Dirichlet budget split) ---------
+
+
+def _softplus_inv(y: np.ndarray) -> np.ndarray:
+    """x with softplus(x) = y (y > 0): x = y + log(−expm1(−y))."""
+    y = np.asarray(y, dtype=np.float64)
+    return y + np.log(-np.expm1(-y))
+
+
+class _ContinuousLoop(_Loop):
+    """The same rounds for continuous actions (module doc), with these parts changed:
+
+    * served density: the policy file carries ``continuous_epsilon = loop.epsilon``, so the service
+      serves q = (1 − ε) π + ε u (u uniform on [low, high] / Dirichlet(1)) and logs q(a | x) as the
+      propensity (:mod:`grpokit.policy.deployed`);
+    * learn: m(x, a) on [features, action value(s)] (:class:`~grpokit.offline.continuous.ContinuousOutcomeModel`)
+      and GRPO with the scenario's Beta / Dirichlet head on m (:func:`~grpokit.offline.continuous_learn.learn_continuous`);
+    * gate and guardrail: per-row continuous DR terms ψ_i = (1/S) Σ_s m̃(x_i, a_is) + w_i (r_i − m̃(x_i, a_i)),
+      a_is ~ q_target, w_i = q_target(a_i | x_i) / q_logged(a_i | x_i), m̃ cross-fitted;
+    * truth: Monte-Carlo means of the closed-form expected reward over draws of q (:class:`ContinuousWorld`);
+    * start rules: the best fixed price / split, the list price / equal split (``reference``), or
+      uniform, as a Beta / Dirichlet of total concentration ``start_concentration`` around it.
+    """
+
+    continuous = True
+
+    def __init__(self, cfg: LoopConfig, out: Path, progress: bool):
+        from grpokit.loop.world import ContinuousWorld
+
+        self.cfg, self.s, self.out, self.progress = cfg, cfg.loop, out, progress
+        self.world = ContinuousWorld(cfg.scenario, eval_size=self.s.eval_size, seed=self.s.seed,
+                                     truth_samples=self.s.truth_samples)
+        sc = self.world.sc
+        self.features, self.labels, self.groups = sc.feature_names, sc.action_names, sc.group_names
+        self.A = None
+        self.spec = dict(sc.action_spec)
+        self.store = out / "store.duckdb"
+        self.frames: list[pd.DataFrame] = []
+        self.rounds: list[dict] = []
+        self.n_versions = 0
+
+    # versions
+    def _head(self):
+        from grpokit.offline.continuous_learn import make_continuous_head
+
+        return make_continuous_head(self.spec, self.cfg.policy.head_params)
+
+    def _save(self, policy, label: str) -> _Version:
+        from grpokit.policy.deployed import DeployedPolicy
+        from grpokit.policy.io import save_policy
+
+        self.n_versions += 1
+        path = self.out / "policies" / f"v{self.n_versions}_{label}.pt"
+        save_policy(policy, path, {"feature_names": list(self.features), "action_labels": list(self.labels),
+                                   "group_labels": list(self.groups), "loop_label": label,
+                                   "continuous_epsilon": float(self.s.epsilon)})
+        return _Version(policy, path, DeployedPolicy.load(path).version, label)
+
+    def _fixed_policy(self, action: np.ndarray | None):
+        """A policy that serves Beta / Dirichlet of total concentration c around ``action`` (None: uniform)."""
+        from grpokit.policy.heads import BetaHead
+        from grpokit.policy.network import MLPTorso, Policy
+
+        sc = self.world.sc
+        head = self._head()
+        p = Policy(MLPTorso(sc.obs_dim, self.cfg.policy.hidden, self.cfg.policy.activation), head)
+        c = self.s.start_concentration
+        if isinstance(head, BetaHead):
+            unit = 0.5 if action is None else (float(action) - head.low) / (head.high - head.low)
+            params = np.array([1.0, 1.0]) if action is None else np.array([c * unit, c * (1 - unit)])
+        else:
+            w = np.asarray(action, dtype=np.float64) if action is not None else None
+            params = np.ones(head.n_components) if w is None else c * w
+        raw = _softplus_inv(np.maximum(params - head.floor, 1e-12))
+        with torch.no_grad():
+            p.out.weight.zero_()
+            p.out.bias.copy_(torch.as_tensor(raw, dtype=torch.float32))
+        return p
+
+    def _start_policy(self) -> _Version:
+        sc = self.world.sc
+        if self.s.start_policy == "uniform":
+            return self._save(self._fixed_policy(None), "uniform")
+        if self.s.start_policy == "reference":
+            a = sc.reference_action().numpy()
+            return self._save(self._fixed_policy(a), "reference_" + ("list_price" if sc.name == "pricing" else "equal_split"))
+        a = sc.best_fixed_action(self.s.seed + 99).numpy()
+        tag = f"{float(a):.3f}" if a.ndim == 0 else "_".join(f"{v:.2f}" for v in a)
+        return self._save(self._fixed_policy(a), f"best_fixed_{tag}")
+
+    def _bad_policy(self, rnd: int) -> _Version:
+        """Fault injection: trained on the outcome model with its sign flipped (a classic bug)."""
+        from grpokit.offline.continuous import ContinuousOutcomeModel
+        from grpokit.offline.continuous_learn import learn_continuous
+
+        train = pd.concat(self.frames, ignore_index=True).tail(self.s.train_window)
+        x, a, r = self._x(train), self._actions(train), train["reward"].to_numpy(np.float64)
+        m = ContinuousOutcomeModel(self.s.outcome_model, seed=self.s.seed, **self.s.outcome_params).fit(x, a, r, crossfit=False)
+
+        class _Flipped:
+            def predict(self, x, a):
+                return -m.predict(x, a)
+
+        grpo = self.cfg.grpo.model_copy(update={"steps": 300, "lr": 0.03})
+        policy, _ = learn_continuous(x, _Flipped(), self._head(), grpo, self.cfg.policy)
+        return self._save(policy, "planted_bad_sign_flipped")
+
+    # data
+    @staticmethod
+    def _actions(frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(frame["action_value"].tolist(), dtype=np.float64)
+
+    def _samples(self, v: _Version, x: np.ndarray, n: int, seed: int) -> np.ndarray:
+        from grpokit.offline.continuous_learn import sample_served
+
+        return sample_served(v.policy, x, n, self.s.epsilon, seed)
+
+    # truth
+    def _unit(self, ctx, v: _Version) -> np.ndarray:
+        # common random numbers: every policy is scored with the same seed
+        return self.world.unit_values(ctx, lambda obs, n: self._samples(v, obs, n, self.s.seed + 4242))
+
+    def _truth(self, rnd: int, v: _Version) -> dict:
+        return self.world.value(rnd, self._unit(self.world.eval_contexts(rnd), v))
+
+    def _unit_difference(self, rnd: int, ctx, cand: _Version, live: _Version) -> np.ndarray:
+        return self._unit(ctx, cand) - self._unit(ctx, live)
+
+    # steps
+    def _learn(self, rnd: int, train: pd.DataFrame) -> tuple[_Version, dict]:
+        from grpokit.offline.continuous import ContinuousOutcomeModel
+        from grpokit.offline.continuous_learn import learn_continuous
+
+        x, a, r = self._x(train), self._actions(train), train["reward"].to_numpy(np.float64)
+        g = train["group"].map({n: i for i, n in enumerate(self.groups)}).to_numpy(np.int64)
+        t0 = time.perf_counter()
+        m = ContinuousOutcomeModel(self.s.outcome_model, seed=self.s.seed + rnd, **self.s.outcome_params).fit(x, a, r, crossfit=False)
+        grpo = self.cfg.grpo.model_copy(update={"seed": self.cfg.grpo.seed + rnd})
+        policy, summary = learn_continuous(x, m, self._head(), grpo, self.cfg.policy, group=g, n_groups=len(self.groups))
+        v = self._save(policy, f"r{rnd}_candidate")
+        return v, {"rows": len(train), "seconds": time.perf_counter() - t0, "steps": summary["steps"]}
+
+    def _dr_rows(self, frame: pd.DataFrame, versions: list, seed: int) -> list[np.ndarray]:
+        """Per-row continuous DR terms of each version's served density on ``frame`` (class doc), one
+        cross-fitted m(x, a) (seeded ``seed``) for all, ``dm_samples`` draws of each target per row."""
+        from grpokit.offline.continuous import ContinuousOutcomeModel, density_ratio
+        from grpokit.offline.continuous_learn import served_log_density_of
+
+        x, a, r = self._x(frame), self._actions(frame), frame["reward"].to_numpy(np.float64)
+        lq = np.log(frame["pscore"].to_numpy(np.float64))
+        m = ContinuousOutcomeModel(self.s.outcome_model, seed=seed, **self.s.outcome_params).fit(x, a, r)
+        m_logged = m.predict_crossfit(x, a)
+        out = []
+        for j, v in enumerate(versions):
+            w = density_ratio(served_log_density_of(v.policy, x, a, self.s.epsilon), lq)
+            dm = m.predict_crossfit(x, self._samples(v, x, self.s.dm_samples, seed * 31 + j)).mean(1)
+            out.append(dm + w * (r - m_logged))
+        return out
+
+    def _shadow_summary(self, sh: pd.DataFrame, cand: _Version) -> dict:
+        # the service logs the candidate's density of its own draw, not its action, for continuous heads
+        return {"decisions": len(sh), "candidate_logged": bool(sh["shadow_version"].eq(cand.version).all()),
+                "shadow_density_logged": bool(sh["shadow_propensity"].notna().all())}
 
 
 def _coverage(rounds: list[dict]) -> dict:
@@ -526,7 +698,7 @@ def run_loop(config: LoopConfig, out_dir: str | Path, *, progress: bool = False)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(config.model_dump_json(indent=1))
     t0 = time.perf_counter()
-    lp = _Loop(config, out, progress)
+    lp = (_ContinuousLoop if config.scenario.get("name", "marketing") in CONTINUOUS_SCENARIOS else _Loop)(config, out, progress)
     start = lp._start_policy()
     state = {"live": start, "start": start, "previous": None, "frozen": None}
     svc = ServiceProcess(lp.store, start.path, epsilon=config.loop.epsilon, seed=config.loop.seed,
@@ -560,7 +732,7 @@ def run_loop(config: LoopConfig, out_dir: str | Path, *, progress: bool = False)
             t = lp._truth(final["world_round"], state[key])
             final[f"{key}_value"], final[f"{key}_share_of_oracle"] = t["value"], t["share_of_oracle"]
     bad = [r["round"] for r in lp.rounds if r.get("verdict") == "promote" and r["promoted_true_gain"] < 0]
-    summary = {"scenario": "marketing", "seed": config.loop.seed, "rounds": lp.rounds, "final": final,
+    summary = {"scenario": config.scenario.get("name", "marketing"), "seed": config.loop.seed, "rounds": lp.rounds, "final": final,
                "promotions": sum(r.get("verdict") == "promote" for r in lp.rounds),
                "rollbacks": sum(r.get("verdict") == "rollback" for r in lp.rounds),
                "promoted_worse": bad, "coverage": _coverage(lp.rounds), "wall_seconds": time.perf_counter() - t0,

@@ -2,7 +2,8 @@
 the world's ground truth for the action served, and the reward is posted back, imperfectly.
 
 Each decision has a client event id ``{tag}-{i}`` (so every phase's rows are found exactly in the
-log) and carries the customer's cohort. Rewards of decide batch k are posted after batch
+log) and carries the customer's cohort. Continuous actions (a price multiplier, a budget split) are read
+from the answer's ``action`` value and scored as they were served. Rewards of decide batch k are posted after batch
 k + ``delay_batches``, shuffled (out of order), a share ``loss`` never, a share ``duplicate`` a second
 time at the end of the phase (a retry: under ``first`` the service keeps the first, a summed
 duplicate would double the reward).
@@ -28,7 +29,9 @@ def play(client, scenario, n: int, *, tag: str, seed: int, batch: int = 1000, de
     names = scenario.feature_names
     cohorts = [scenario.group_names[g] for g in ctx.group.tolist()]
     ids = [f"{tag}-{i}" for i in range(n)]
-    actions = np.empty(n, dtype=np.int64)
+    continuous = getattr(scenario, "action_spec", {}).get("kind") in ("beta", "dirichlet")
+    k = len(getattr(scenario, "action_names", [])) if continuous and scenario.action_spec["kind"] == "dirichlet" else 0
+    actions = np.empty((n, k) if k else n, dtype=np.float64 if continuous else np.int64)
     prop = np.empty(n)
     arms = np.empty(n, dtype=object)
     versions = np.empty(n, dtype=object)
@@ -46,13 +49,18 @@ def play(client, scenario, n: int, *, tag: str, seed: int, batch: int = 1000, de
         rows = [dict(zip(names, map(float, obs[i]))) for i in range(start, stop)]
         out = client.decide_batch(rows, event_ids=ids[start:stop], cohorts=cohorts[start:stop],
                                   unit_ids=[f"{tag}-u{i}" for i in range(start, stop)])
-        a = np.array([d["action_code"] for d in out], dtype=np.int64)
+        if continuous:  # the served value: a price multiplier, or the K shares of a split
+            a = np.array([d["action"] for d in out], dtype=np.float64)
+            act = torch.as_tensor(a).unsqueeze(1)  # [b, 1] or [b, 1, K]
+        else:
+            a = np.array([d["action_code"] for d in out], dtype=np.int64)
+            act = torch.as_tensor(a).unsqueeze(1)
         actions[start:stop] = a
         prop[start:stop] = [d["propensity"] for d in out]
         arms[start:stop] = [d["arm"] for d in out]
         versions[start:stop] = [d["policy_version"] for d in out]
         sub = ctx.index(torch.arange(start, stop))
-        r = scenario.reward(sub, torch.as_tensor(a).unsqueeze(1), gen)
+        r = scenario.reward(sub, act, gen)
         y = (r["profit"] if isinstance(r, dict) else r)[:, 0].double().numpy()
         outcome[start:stop] = y
         items = []

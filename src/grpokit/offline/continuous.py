@@ -209,7 +209,8 @@ class ContinuousOutcomeModel:
         a = a.reshape(len(a), -1)
         return np.concatenate([x, a], 1)
 
-    def fit(self, x, a, r) -> "ContinuousOutcomeModel":
+    def fit(self, x, a, r, *, crossfit: bool = True) -> "ContinuousOutcomeModel":
+        """Fit on all rows and (``crossfit``) one model per fold; ``crossfit=False``: :meth:`predict` only."""
         x = np.asarray(x, dtype=np.float64)
         a = np.asarray(a, dtype=np.float64)
         r = np.asarray(r, dtype=np.float64)
@@ -222,7 +223,8 @@ class ContinuousOutcomeModel:
         self.model_ = self._estimator().fit(d, r)
         rng = np.random.default_rng(self.seed)
         self.fold_ = rng.permutation(np.arange(len(x)) % self.n_folds)
-        self.fold_models_ = [self._estimator().fit(d[self.fold_ != k], r[self.fold_ != k]) for k in range(self.n_folds)]
+        self.fold_models_ = ([self._estimator().fit(d[self.fold_ != k], r[self.fold_ != k]) for k in range(self.n_folds)]
+                             if crossfit else None)
         self.n_ = len(x)
         return self
 
@@ -244,6 +246,8 @@ class ContinuousOutcomeModel:
     def predict_crossfit(self, x, a) -> np.ndarray:
         """As :meth:`predict` on the training rows (in order), each by its out-of-fold model."""
         x = np.asarray(x, dtype=np.float64)
+        if self.fold_models_ is None:
+            raise ValueError("this model was fitted with crossfit=False")
         if len(x) != self.n_:
             raise ValueError(f"predict_crossfit scores the {self.n_} training rows, got {len(x)}")
         a = np.asarray(a, dtype=np.float64)

@@ -38,7 +38,7 @@ WITH r AS (
          count(*) FILTER (WHERE late) AS n_late,
          count(*) FILTER (WHERE duplicate) AS n_duplicate
   FROM rewards GROUP BY event_id)
-SELECT d.event_id, d.ts, d.policy_version, d.arm, d.unit_id, d.cohort, d.context, d.action_code, d.action_label,
+SELECT d.event_id, d.ts, d.policy_version, d.arm, d.unit_id, d.cohort, d.context, d.action_code, d.action_label, d.action_value,
        d.propensity, d.deferred, d.shadow_version, d.shadow_action_code, d.shadow_propensity, a.activated_at,
        coalesce(r.n_counted, 0) AS n_counted, r.r_sum, r.r_first, coalesce(r.n_late, 0) AS n_late,
        coalesce(r.n_duplicate, 0) AS n_duplicate
@@ -67,8 +67,12 @@ def _expand(contexts: pd.Series) -> tuple[pd.DataFrame, list[str], list[str]]:
 
 def served_frame(store: str | Path, reward: RewardConfig | None = None, *, version: str | None = None,
                  arms: list[str] | None = None, now: pd.Timestamp | None = None, shadow: bool = False,
-                 lock_timeout_s: float = 30.0) -> tuple[pd.DataFrame, dict]:
-    """``(frame, info)``: the served log (see the module docstring) and counts of what was left out."""
+                 lock_timeout_s: float = 30.0, continuous: bool = False) -> tuple[pd.DataFrame, dict]:
+    """``(frame, info)``: the served log (see the module docstring) and counts of what was left out.
+
+    ``continuous=True`` reads a log of continuous actions (Beta/Dirichlet heads): ``action_value``
+    (the served number, or list of shares) replaces ``action``, and ``pscore`` is the logged density.
+    """
     reward = reward or RewardConfig()
     con = connect(store, lock_timeout_s)
     try:
@@ -91,7 +95,7 @@ def served_frame(store: str | Path, reward: RewardConfig | None = None, *, versi
     info = {"decisions": int(len(df))}
     if df.empty:
         raise ValueError(f"the store {store} has no served decisions" + (f" of version {version!r}" if version else ""))
-    if df["action_code"].isna().any():
+    if df["action_code"].isna().any() and not continuous:
         raise ValueError("the log holds continuous actions (Beta/Dirichlet heads), which the offline layer's "
                          "categorical estimators do not take; read the decisions table directly")
     start = df["activated_at"].where(df["deferred"], df["ts"])
@@ -121,10 +125,14 @@ def served_frame(store: str | Path, reward: RewardConfig | None = None, *, versi
     if df["cohort"].notna().all():
         out["group"] = df["cohort"].astype(str)
     out = pd.concat([out, ctx.drop(columns=[c for c in ("group", "decision_id") if c in ctx.columns])], axis=1)
-    out["action"] = df["action_code"].astype(np.int64)
+    if continuous:
+        vals = [json.loads(v) for v in df["action_value"]]
+        out["action_value"] = [json.loads(v) if isinstance(v, str) else v for v in vals]
+    else:
+        out["action"] = df["action_code"].astype(np.int64)
     out["reward"] = value.astype(np.float64)
     out["pscore"] = df["propensity"].astype(np.float64)
-    out["action_label"] = df["action_label"].astype(str)
+    out["action_label"] = df["action_label"].astype(str) if not continuous else ""
     out["policy_version"] = df["policy_version"].astype(str)
     out["arm"] = df["arm"].astype(str)
     out["unit_id"] = df["unit_id"].astype(object).where(df["unit_id"].notna(), "").astype(str)
