@@ -10,8 +10,9 @@ run is a training seed and an evaluation population), the share of the oracle's 
 of the oracle's lift over no offer and over the current policy (docs/business.md), and GRPO's
 margin over the policy in every seed (so a claim that GRPO beats a method is checked per seed).
 ``logs`` adds the DR estimates on the held-out log and whether their 95 % intervals covered the
-true value. ``spillover`` adds the offer rate to the sure things (mean over the runs). ``pilot`` gives one row per run: the cluster pilot's difference with its 95 % Welch
-interval, the true effect it estimates, and whether the interval covers it and excludes 0. Every
+true value. ``spillover`` adds the offer rate to the sure things (mean over the runs). ``pilot`` gives one row per run: the pilot's design, its difference with its 95 % interval
+(the randomization interval of the stratified design by default), the true effect it estimates,
+whether the interval covers it and excludes 0, the MDE, and the older Welch design beside it. Every
 figure is read from the runs' summary.json; nothing is typed by hand.
 """
 
@@ -84,14 +85,29 @@ def table(kind: str, run_dirs: list[Path]) -> str:
 
 
 def _pilot_table(runs: list[dict]) -> str:
-    lines = ["| evaluation.seed | cohorts new / current | difference [95 % CI] | true effect | CI covers the true effect | CI excludes 0 |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """One row per run: the pilot's design, its estimate and 95 % interval, the true effect, the MDE,
+    and the older coin-per-cohort Welch design on the same customers (``pilot.welch``) beside it."""
+    def ci(p: dict) -> str:
+        return f"{p['difference']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}]"
+
+    def yes(cond: bool) -> str:
+        return "yes" if cond else "no"
+
+    lines = ["| evaluation.seed | design | cohorts new / current | difference [95 % CI] | width | true effect "
+             "| CI covers the true effect | CI excludes 0 | MDE (80 %) | older design: coin per cohort, Welch "
+             "[95 % CI] | Welch width | Welch excludes 0 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         p = r["pilot"]
-        lines.append(f"| {r['seeds']['evaluation.seed']} | {p['cohorts_new']} / {p['cohorts_current']} "
-                     f"| {p['difference']:.2f} [{p['ci_low']:.2f}, {p['ci_high']:.2f}] | {p['true_effect']:.2f} "
-                     f"| {'yes' if p['ci_low'] <= p['true_effect'] <= p['ci_high'] else 'no'} "
-                     f"| {'yes' if p['ci_low'] > 0 or p['ci_high'] < 0 else 'no'} |")
+        w = p.get("welch")
+        mde = "–" if p.get("mde") is None else f"{p['mde']:.2f}"
+        welch = (["–", "–", "–"] if not w else
+                 [ci(w), f"{w['ci_high'] - w['ci_low']:.2f}", yes(w["ci_low"] > 0 or w["ci_high"] < 0)])
+        cells = [str(r["seeds"]["evaluation.seed"]), p.get("design", "welch"), f"{p['cohorts_new']} / {p['cohorts_current']}",
+                 ci(p), f"{p['ci_high'] - p['ci_low']:.2f}", f"{p['true_effect']:.2f}",
+                 yes(p["ci_low"] <= p["true_effect"] <= p["ci_high"]), yes(p["ci_low"] > 0 or p["ci_high"] < 0), mde,
+                 *welch]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
