@@ -17,7 +17,12 @@ Runs, each bounded in requests and time, against real uvicorn servers on free 12
 The load generator (:class:`Conn`: keep-alive HTTP/1.1 on asyncio streams, uvloop when installed,
 ~0.1 ms CPU per request) runs on the same machine as the server (2 cores here): at saturation they
 compete for the CPU, which the report states. Open-loop latency counts from the scheduled send
-time. At the end a paste-ready markdown table is printed. ``--bare-server PORT`` is the bare endpoint's own
+time. ``--saturated-rounds N`` alternates N saturated decide/bare pairs (the table shows the
+median-ratio pair, the per-round ratios follow it: a shared machine's noise then shows), and
+``--compare-src DIR`` adds another checkout's service (``git archive <commit> src | tar -x -C DIR/..``)
+to those rounds, for a before/after in one run. Saturated server CPU is split into the main
+thread (event loop) and the other threads (log writers and their fsyncs, the flusher, DuckDB).
+At the end a paste-ready markdown table is printed. ``--bare-server PORT`` is the bare endpoint's own
 entry point (used by the benchmark itself).
 """
 
@@ -87,12 +92,16 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> d
     raise RuntimeError(f"server on {port} not healthy after {timeout} s")
 
 
-def start_service(work: Path, port: int, policy: Path | None, log: str) -> subprocess.Popen:
+def start_service(work: Path, port: int, policy: Path | None, log: str, src: Path | None = None) -> subprocess.Popen:
+    """``grpokit serve`` in a subprocess; ``src``: another checkout's ``src`` directory to run instead
+    (put first on PYTHONPATH: the before/after comparison)."""
     cmd = [sys.executable, "-c", "from grpokit.cli import app; app()", "serve", "--store", str(work / "s.duckdb"),
            "--port", str(port), "--log-level", "warning", "--config", str(work / "serve.toml")]
     if policy is not None:
         cmd += ["--policy", str(policy)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPOKIT_")}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return subprocess.Popen(cmd, stdout=open(work / log, "ab"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -115,6 +124,23 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc), to state per-request server cost under contention."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) user + system CPU seconds of a process (Linux /proc)."""
+    main = other = 0.0
+    tck = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a thread that just ended
+            continue
+        t = (int(fields[11]) + int(fields[12])) / tck
+        if tid == str(pid):
+            main += t
+        else:
+            other += t
+    return main, other
 
 
 def _pct(lat: list[float], q: float) -> float | None:
@@ -320,10 +346,19 @@ def run(args) -> dict:
     service = start_service(work, sport, work / "policy.pt", "service.log")
     bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(bport)], stdout=open(work / "bare.log", "ab"),
                             stderr=subprocess.STDOUT)
+    compare = None  # (port, process) of the other checkout's service (--compare-src)
+    if args.compare_src is not None:
+        cwork = work / "compare"
+        cwork.mkdir()
+        (cwork / "serve.toml").write_text("[serve]\n")
+        cport = free_port()
+        compare = (cport, start_service(cwork, cport, work / "policy.pt", "service.log", src=args.compare_src))
     try:
         wait_healthy(sport, service)
         wait_healthy(bport, bare)
-        for port in (sport, bport):  # warm up
+        if compare is not None:
+            wait_healthy(*compare)
+        for port in (sport, bport) + ((compare[0],) if compare else ()):  # warm up
             asyncio.run(closed_loop(port, single, 4, 1.0))
         levels = []
         for rate in args.rates:
@@ -340,17 +375,53 @@ def run(args) -> dict:
             levels.append(row)
         out["open_loop"] = levels
         sat = {}
-        for name, port, proc in (("decide", sport, service), ("bare", bport, bare)):
-            c0 = cpu_seconds(proc.pid)
-            sat[name] = asyncio.run(closed_loop(port, single, args.concurrency, args.seconds))
-            sat[name]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - c0) / max(sat[name]["ok"], 1)
-            print(f"{name:6s} saturated ({args.concurrency} workers): {sat[name]['achieved_rps']:7.1f}/s  "
-                  f"p50 {sat[name]['p50_ms']:6.2f} ms  p99 {sat[name]['p99_ms']:6.2f} ms  "
-                  f"server CPU {sat[name]['server_cpu_ms_per_request']:.2f} ms/request", flush=True)
-        sat["ratio_decide_to_bare"] = sat["decide"]["achieved_rps"] / sat["bare"]["achieved_rps"]
-        sat["ratio_by_server_cpu"] = (sat["bare"]["server_cpu_ms_per_request"]
-                                      / sat["decide"]["server_cpu_ms_per_request"])
+        rounds: list[dict] = []
+        for k in range(args.saturated_rounds):  # decide then bare, alternating: each round is one pair
+            pair = {}
+            servers = [("decide", sport, service), ("bare", bport, bare)]
+            if compare is not None:
+                servers.insert(1, ("compare", *compare))
+            for name, port, proc in servers:
+                c0, (m0, o0) = cpu_seconds(proc.pid), thread_cpu_seconds(proc.pid)
+                r = asyncio.run(closed_loop(port, single, args.concurrency, args.seconds))
+                m1, o1 = thread_cpu_seconds(proc.pid)
+                ok = max(r["ok"], 1)
+                r["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - c0) / ok
+                r["server_cpu_ms_per_request_main_thread"] = 1000 * (m1 - m0) / ok
+                r["server_cpu_ms_per_request_other_threads"] = 1000 * (o1 - o0) / ok
+                pair[name] = r
+                print(f"{name:6s} saturated ({args.concurrency} workers, round {k + 1}/{args.saturated_rounds}): "
+                      f"{r['achieved_rps']:7.1f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+                      f"server CPU {r['server_cpu_ms_per_request']:.2f} ms/request (main thread "
+                      f"{r['server_cpu_ms_per_request_main_thread']:.2f}, other threads "
+                      f"{r['server_cpu_ms_per_request_other_threads']:.2f})", flush=True)
+            pair["ratio_decide_to_bare"] = pair["decide"]["achieved_rps"] / pair["bare"]["achieved_rps"]
+            pair["ratio_by_server_cpu"] = (pair["bare"]["server_cpu_ms_per_request"]
+                                           / pair["decide"]["server_cpu_ms_per_request"])
+            if compare is not None:
+                pair["compare_ratio_to_bare"] = pair["compare"]["achieved_rps"] / pair["bare"]["achieved_rps"]
+                pair["compare_ratio_by_server_cpu"] = (pair["bare"]["server_cpu_ms_per_request"]
+                                                       / pair["compare"]["server_cpu_ms_per_request"])
+            rounds.append(pair)
+        # the reported pair: the round with the median wall-clock ratio (the only round with the default 1)
+        sat = dict(sorted(rounds, key=lambda p: p["ratio_decide_to_bare"])[(len(rounds) - 1) // 2])
+        if len(rounds) > 1:
+            sat["rounds"] = [{k: p[k] for k in ("ratio_decide_to_bare", "ratio_by_server_cpu")} for p in rounds]
+            print("saturated ratios per round (wall clock, by server CPU):",
+                  [(round(p["ratio_decide_to_bare"], 3), round(p["ratio_by_server_cpu"], 3)) for p in rounds], flush=True)
         out["saturated"] = sat
+        if compare is not None:
+            med = lambda xs: float(np.median(xs))  # noqa: E731
+            out["compare"] = {
+                "src": str(args.compare_src),
+                "rounds": [{k: p[k] for k in ("ratio_decide_to_bare", "ratio_by_server_cpu", "compare_ratio_to_bare",
+                                              "compare_ratio_by_server_cpu")} for p in rounds],
+                "median": {n: {"achieved_rps": med([p[n]["achieved_rps"] for p in rounds]),
+                               "server_cpu_ms_per_request": med([p[n]["server_cpu_ms_per_request"] for p in rounds])}
+                           for n in ("decide", "compare", "bare")}}
+            print(f"compare ({args.compare_src}) medians over {len(rounds)} rounds: "
+                  + "; ".join(f"{n} {v['achieved_rps']:.0f}/s, {v['server_cpu_ms_per_request']:.3f} ms CPU/req"
+                              for n, v in out["compare"]["median"].items()), flush=True)
 
         # batch decide: 1,000 contexts per request
         batches = [json.dumps({"batch": [{"context": c} for c in contexts[i:i + 1000]]}).encode()
@@ -402,10 +473,11 @@ def run(args) -> dict:
 
         results = asyncio.run(dup_rewards())
     finally:
-        for p in (service, bare):
+        procs = (service, bare) + ((compare[1],) if compare else ())
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in (service, bare):
+        for p in procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -441,6 +513,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="duration of each load level")
     ap.add_argument("--max-inflight", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16, help="closed-loop workers at saturation")
+    ap.add_argument("--compare-src", type=Path, default=None,
+                    help="another checkout's src directory (e.g. from git archive): its service joins the saturated "
+                         "rounds, alternating with this one's and the bare endpoint (before/after in one run)")
+    ap.add_argument("--saturated-rounds", type=int, default=1,
+                    help="saturated decide/bare pairs, alternating; the table shows the median-ratio pair (a "
+                         "shared machine's noise then shows in the per-round ratios)")
     ap.add_argument("--batch-requests", type=int, default=40)
     ap.add_argument("--batch-concurrency", type=int, default=2, help="connections sending batches at once")
     args = ap.parse_args()
@@ -478,9 +556,25 @@ def markdown(out: dict) -> str:
     lines.append(f"| saturated ({d['concurrency']} workers) | {f(d['achieved_rps'])} | {f(d['p50_ms'], 2)} | "
                  f"{f(d['p99_ms'], 2)} | {f(d['server_cpu_ms_per_request'], 2)} | - | {f(b['achieved_rps'])} | "
                  f"{f(b['p50_ms'], 2)} | {f(b['p99_ms'], 2)} | {f(b['server_cpu_ms_per_request'], 2)} | - |")
+    if out.get("compare"):
+        c = out["compare"]["median"]
+        lines += ["", f"Saturated, medians of {len(out['compare']['rounds'])} alternating rounds, this checkout / "
+                  f"`{out['compare']['src']}` / bare: {c['decide']['achieved_rps']:.0f} / {c['compare']['achieved_rps']:.0f} / "
+                  f"{c['bare']['achieved_rps']:.0f} req/s, {c['decide']['server_cpu_ms_per_request']:.3f} / "
+                  f"{c['compare']['server_cpu_ms_per_request']:.3f} / {c['bare']['server_cpu_ms_per_request']:.3f} ms "
+                  "server CPU per request."]
     bt, ip, cr = out["batch"], out["in_process"], out["crash"]
+    per_round = ""
+    if sat.get("rounds"):
+        per_round = (f" (the median of {len(sat['rounds'])} alternating rounds; per round: "
+                     + ", ".join(f"{p['ratio_decide_to_bare']:.2f}x / {p['ratio_by_server_cpu']:.2f}x" for p in sat["rounds"])
+                     + ")")
     lines += ["", f"Saturated throughput, decide / bare: **{sat['ratio_decide_to_bare']:.2f}x** wall clock, "
-              f"**{sat['ratio_by_server_cpu']:.2f}x** by server CPU per request.", "",
+              f"**{sat['ratio_by_server_cpu']:.2f}x** by server CPU per request{per_round}. Server CPU per "
+              f"request, main thread + other threads: decide {d.get('server_cpu_ms_per_request_main_thread', 0):.3f} + "
+              f"{d.get('server_cpu_ms_per_request_other_threads', 0):.3f} ms, bare "
+              f"{b.get('server_cpu_ms_per_request_main_thread', 0):.3f} + "
+              f"{b.get('server_cpu_ms_per_request_other_threads', 0):.3f} ms.", "",
               f"Batch of 1,000 ({bt['requests']} requests, {bt['concurrency']} connections): **{bt['decisions_per_s']:.0f} "
               f"decisions/s** wall clock (p50 {bt['p50_ms']:.1f} ms, p99 {bt['p99_ms']:.1f} ms per request), "
               f"**{bt['decisions_per_server_cpu_s']:.0f} decisions per server CPU second** "
