@@ -138,3 +138,21 @@ def test_headline_reads_the_new_pilot(marketing):
     text = " ".join(lines)
     assert "stratified in 4s" in text and "true effect" in text and "older design" in text
     assert "minimal detectable effect" in text
+
+
+def test_too_few_assignments_falls_back_to_the_t_interval_and_says_why():
+    from grpokit.config import CohortsConfig
+    from grpokit.groups.scenario import with_cohorts
+
+    sc = with_cohorts(make_scenario("marketing"), CohortsConfig(method="kmeans", k=6))
+    gen = torch.Generator().manual_seed(0)
+    pre, ctx = sc.sample_contexts(3000, gen), sc.sample_contexts(3000, gen)
+    p = cohort_pilot(sc, pre, _none(pre), ctx, sc.oracle_actions(ctx), _none(ctx), seed=1)
+    # 6 cohorts = one stratum of 6: C(6, 3) = 20 assignments; far from the estimate the observed assignment and
+    # its mirror image (B_k = +1, -1) always deviate as much as observed, so p >= 2/20 > 0.05: unbounded set
+    assert p["n_assignments"] == 20 and not np.isfinite(p["randomization_ci"]).all()
+    assert p["interval"] == "t" and "20 assignments" in p["interval_why"]
+    assert (p["ci_low"], p["ci_high"]) == (p["ci_t"]["ci_low"], p["ci_t"]["ci_high"])
+    assert np.isfinite([p["ci_low"], p["ci_high"]]).all() and p["ci_low"] <= p["estimate"] <= p["ci_high"]
+    p["current_policy"] = "no_offer"
+    assert p["interval_why"] in pilot_lines(p) and "small-sample t interval" in pilot_lines(p)[0]

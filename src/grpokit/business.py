@@ -226,11 +226,20 @@ def cohort_pilot(
     r = simulate_cohort_pilot(scenario, pre_contexts, pre_current, contexts, new, current, design=design,
                               seed=seed, alpha=alpha)
     ri = r["randomization"]
+    interval, why = "randomization", ("exact randomization inference over the design's assignments: its level "
+                                      "comes from the randomization actually run, with no normality assumption "
+                                      "that a dozen cohorts cannot check")
+    lo, hi = r["ci_low"], r["ci_high"]
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # too few assignments to reject any effect far out
+        interval, lo, hi = "t", r["ci_t"]["ci_low"], r["ci_t"]["ci_high"]
+        why = (f"the design has only {ri['n_assignments']} assignments, too few for the randomization test to reject "
+               f"any effect at alpha = {alpha:g} on one side, so the randomization interval is unbounded: "
+               f"the small-sample OLS t interval ({r['ci_t']['dof']} dof, normal cohort residuals assumed) is reported "
+               "instead; more cohorts make the randomization interval finite")
     return {
         "design": design,
-        "interval": "randomization",
-        "interval_why": "exact randomization inference over the design's assignments: its level comes from the "
-                        "randomization actually run, with no normality assumption that 12 cohorts cannot check",
+        "interval": interval,
+        "interval_why": why,
         "adjusted": True,
         "cohorts_new": r["cohorts_treated"],
         "cohorts_current": r["cohorts_control"],
@@ -238,8 +247,9 @@ def cohort_pilot(
         "pre_units": r["pre_units"],
         "estimate": r["estimate"],
         "difference": r["estimate"],
-        "ci_low": r["ci_low"],
-        "ci_high": r["ci_high"],
+        "ci_low": lo,
+        "ci_high": hi,
+        "randomization_ci": [r["ci_low"], r["ci_high"]],
         "p_value": r["p_value"],
         "true_effect": r["true_effect"],
         "alpha": alpha,
@@ -594,7 +604,10 @@ def pilot_lines(pl: dict) -> list[str]:
     lines = [f"cohort pilot ({kind.get(pl['design'], pl['design'])} on a {pl['pre_units']:,}-customer pre-period: "
              f"{pl['cohorts_new']} new vs {pl['cohorts_current']} on {pl['current_policy']}, {pl['units']:,} customers): "
              f"effect {fmt_num(pl['difference'])} {fmt_ci(pl['ci_low'], pl['ci_high'])} (adjusted on the pre-period, "
-             f"randomization interval), {verdict(pl['ci_low'], pl['ci_high'])}; true effect {fmt_num(pl['true_effect'])}"]
+             f"{'randomization' if pl.get('interval') == 'randomization' else 'small-sample t'} interval), "
+             f"{verdict(pl['ci_low'], pl['ci_high'])}; true effect {fmt_num(pl['true_effect'])}"]
+    if pl.get("interval") == "t":
+        lines.append(pl["interval_why"])
     extra = []
     if pl.get("mde") is not None:
         extra.append(f"minimal detectable effect (80 % power) {fmt_num(pl['mde'])}")
