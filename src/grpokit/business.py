@@ -343,6 +343,17 @@ def _baseline_names(scenario: Scenario, cfg) -> list[str]:
     return []
 
 
+def _pilot_current_policy(scenario: Scenario, cfg) -> str:
+    """The pilot's control arm: ``evaluation.current_policy``, where "best_single" (the default: one
+    decision for everyone, the best one) is the scenario's own best single decision for continuous
+    decisions (``best_fixed_price``, ``best_fixed_split``), whose baselines go by those names."""
+    kind = scenario.action_spec["kind"]
+    own = {"beta": "best_fixed_price", "dirichlet": "best_fixed_split"}.get(kind)
+    if cfg.current_policy == "best_single" and own in _baseline_names(scenario, cfg):
+        return own
+    return cfg.current_policy
+
+
 def _check_evaluation_config(scenario: Scenario, config: RunConfig) -> None:
     """Reject settings that could only fail after training, naming the key."""
     cfg = config.evaluation
@@ -352,9 +363,10 @@ def _check_evaluation_config(scenario: Scenario, config: RunConfig) -> None:
         if config.grpo.budget is not None:
             raise ValueError("grpo.budget is not supported with evaluation.train_on = 'logs' yet: learning from logs "
                              "has no spend model; train on the simulation, or drop the budget")
-    if cfg.pilot and scenario.n_groups >= 4:
+    discovered_k = config.cohorts.k if config.cohorts.method != "column" else 0  # "auto" may choose k >= 4
+    if cfg.pilot and (scenario.n_groups >= 4 or discovered_k == "auto" or discovered_k >= 4):
         names = _baseline_names(scenario, cfg)
-        if cfg.current_policy not in names:
+        if _pilot_current_policy(scenario, cfg) not in names:
             raise ValueError(f"evaluation.current_policy = {cfg.current_policy!r}: the pilot's current policy must be "
                              f"one of this scenario's baselines {names}")
 
@@ -498,20 +510,21 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
             summary["budget"]["eval_spend"] = float(eval_spend.double().mean())
             summary["budget"]["eval_spend_over_budget"] = summary["budget"]["eval_spend"] / config.grpo.budget
     if cfg.pilot and scenario.n_groups >= 4:
-        current = assignments.get(cfg.current_policy)
+        current_policy = _pilot_current_policy(scenario, cfg)
+        current = assignments.get(current_policy)
         if current is None:
             raise ValueError(f"evaluation.current_policy = {cfg.current_policy!r} is not among {sorted(assignments)}")
         pilot_ctx = population(scenario, cfg.pilot_size, seeds["pilot_population"])
         with torch.no_grad():
             new = policy_cpu.act(pilot_ctx.obs, pilot_ctx.group, pilot_ctx.mask)
-        cur = _decide_like(cfg.current_policy, deciders, pilot_ctx)
+        cur = _decide_like(current_policy, deciders, pilot_ctx)
         pre_ctx = pre_cur = None
         if cfg.pilot_design != "welch":  # the pre-period: pilot_size units, all on the current policy
             pre_ctx = population(scenario, cfg.pilot_size, seeds["pilot_pre_population"])
-            pre_cur = _decide_like(cfg.current_policy, deciders, pre_ctx)
+            pre_cur = _decide_like(current_policy, deciders, pre_ctx)
         summary["pilot"] = cohort_pilot(scenario, pre_ctx, pre_cur, pilot_ctx, new, cur, design=cfg.pilot_design,
                                         seed=seeds["pilot_assignment"])
-        summary["pilot"]["current_policy"] = cfg.current_policy
+        summary["pilot"]["current_policy"] = current_policy
         summary["pilot"]["seeds"] = {k: seeds[k] for k in ("pilot_population", "pilot_pre_population",
                                                              "pilot_assignment")}
 

@@ -75,7 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from grpokit.rewards.components import GROUP_RELATIVE, check_component_names, group_relative_components
-from grpokit.scenarios.base import Contexts, Scenario
+from grpokit.scenarios.base import Contexts, Scenario, market, market_values
 
 __all__ = ["AllocationConfig", "AllocationScenario", "ALLOCATION_COMPONENTS"]
 
@@ -285,7 +285,7 @@ class AllocationScenario(Scenario):
     def _parts(self, contexts: Contexts, actions: Tensor) -> tuple[Tensor, Tensor]:
         """``(revenue [B, G], shortfall penalty λ Σ max(0, T − R) [B, G])``."""
         r = self.channel_returns(contexts, actions)
-        targets = self._tables(r.device, r.dtype)[3][contexts.group][:, None, :]
+        targets = self._tables(r.device, r.dtype)[3][market(contexts)][:, None, :]  # the own group's targets
         return r.sum(-1), self.config.penalty * (targets - r).clamp_min(0).sum(-1)
 
     def expected_reward(self, contexts: Contexts, actions: Tensor) -> Tensor:
@@ -312,6 +312,10 @@ class AllocationScenario(Scenario):
 
     # -- ground truth -------------------------------------------------------------------------
 
+    def true_value(self, contexts: Contexts, assignment: Tensor) -> dict:
+        """Mean expected reward of one split per context, and per group (:func:`market_values`)."""
+        return market_values(self, contexts, assignment)
+
     def _spend(self, log_nu: Tensor, a: Tensor, sat: Tensor, x_target: Tensor) -> Tensor:
         """x_k(ν) = max(0, min(R'⁻¹(ν / (1 + λ)), max(x_T, R'⁻¹(ν)))) for ``log_nu: [N, 1]``: ``[N, K]``."""
         lam = self.config.penalty
@@ -329,7 +333,7 @@ class AllocationScenario(Scenario):
         _, _, sat, targets, _ = self._tables(contexts.group.device, f64)
         a = contexts.extra["productivity"].to(f64)
         budget = contexts.extra["budget"].to(f64)[:, None]
-        t = targets[contexts.group]
+        t = targets[market(contexts)]
         # spend reaching the target (inf when the target is out of reach)
         if self.config.response == "exp":
             ratio = t / a
@@ -400,7 +404,7 @@ class AllocationScenario(Scenario):
         _, _, sat, targets, _ = self._tables(contexts.group.device, f64)
         a = contexts.extra["productivity"].to(f64)
         budget = contexts.extra["budget"].to(f64)[:, None]
-        t = targets[contexts.group]
+        t = targets[market(contexts)]
         w = torch.full((k,), 1.0 / k, dtype=f64, device=a.device)
         best_w, best_v = w.clone(), -math.inf
         for it in range(iterations):

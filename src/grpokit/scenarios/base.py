@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["Contexts", "Scenario", "TensorContextSampler"]
+__all__ = ["Contexts", "Scenario", "TensorContextSampler", "market", "market_values"]
 
 
 @dataclass
@@ -44,6 +44,32 @@ class Contexts:
             None if self.mask is None else self.mask.to(device),
             {k: v.to(device) for k, v in self.extra.items()},
         )
+
+
+def market(contexts: Contexts) -> Tensor:
+    """The scenario's own group of each context ``[B]`` (long): the simulator's truth.
+
+    ``extra["market"]`` when the run's cohorts were discovered
+    (:class:`~grpokit.groups.scenario.CohortScenario` replaces ``group`` by the cohort of each
+    customer and keeps the scenario's group there), else ``group``. A scenario looks up its
+    per-group parameters (reference prices, elasticities, targets, spillover) by this, never by
+    ``group``: clustering the customers does not move them to another market.
+    """
+    return contexts.extra.get("market", contexts.group).long()
+
+
+def market_values(scenario: "Scenario", contexts: Contexts, actions: Tensor) -> dict:
+    """``{"value", "per_group"}`` of one action per context, ``per_group`` over the scenario's own groups.
+
+    value = mean_b E[r_b(a_b)]; per_group[g] = mean over {b : market_b = g} (None for an empty group).
+    """
+    expected = scenario.expected_reward(contexts, actions.unsqueeze(1))[:, 0].double()
+    g = market(contexts).to(expected.device)
+    n = torch.bincount(g, minlength=scenario.n_groups).double()
+    s = torch.zeros_like(n).index_add_(0, g, expected)
+    per = (s / n.clamp_min(1)).tolist()
+    return {"value": float(expected.mean()),
+            "per_group": {name: (per[i] if n[i] > 0 else None) for i, name in enumerate(scenario.group_names)}}
 
 
 class Scenario(ABC):

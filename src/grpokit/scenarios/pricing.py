@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor
 
 from grpokit.rewards.components import GROUP_RELATIVE, check_component_names, group_relative_components
-from grpokit.scenarios.base import Contexts, Scenario
+from grpokit.scenarios.base import Contexts, Scenario, market, market_values
 
 __all__ = ["PricingConfig", "PricingScenario", "PRICING_COMPONENTS"]
 
@@ -217,7 +217,7 @@ class PricingScenario(Scenario):
         """``(offset [B, 1], slope [B, 1])`` with logit q = offset − slope · log p."""
         device = contexts.group.device
         _, log_ref, elast, comp_sens, intercept = self._tables(device, dtype)
-        g = contexts.group
+        g = market(contexts)  # the customer's own segment, also under discovered cohorts
         log_comp = contexts.extra["competitor_price"].to(dtype).log()
         shift = contexts.extra["demand_shift"].to(dtype)
         offset = intercept[g] + shift + elast[g] * log_ref[g] + comp_sens[g] * log_comp
@@ -247,7 +247,7 @@ class PricingScenario(Scenario):
         out = {"profit": margin}
         if any(n in GROUP_RELATIVE for n in c.reward_components):
             ref = torch.tensor(c.reference_multipliers(), dtype=q.dtype, device=q.device)
-            segment = contexts.extra.get("market", contexts.group).long()  # the scenario's own groups
+            segment = market(contexts)  # the scenario's own groups
             m_ref = ref[segment][:, None].expand_as(m)
             q_ref = self.purchase_probability(contexts, m_ref)
             margin_ref = (u < q_ref).to(q.dtype) * (m_ref * c.base_price - c.unit_cost)
@@ -256,6 +256,10 @@ class PricingScenario(Scenario):
         return {k: out[k] for k in c.reward_components}
 
     # -- ground truth -------------------------------------------------------------------------
+
+    def true_value(self, contexts: Contexts, assignment: Tensor) -> dict:
+        """Mean expected margin of one multiplier per context, and per segment (:func:`market_values`)."""
+        return market_values(self, contexts, assignment)
 
     def oracle_actions(self, contexts: Contexts, iterations: int = 100) -> Tensor:
         """The margin-maximizing multiplier per context ``[B]`` (bisection on the concave log-margin)."""
