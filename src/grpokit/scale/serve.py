@@ -83,7 +83,8 @@ class DecisionShard:
         log = _shard_log_class()(cfg.store, cfg.wal_dir, group_commit_ms=c.group_commit_ms, fsync=c.fsync,
                                  flush_interval_s=c.flush_interval_s, poll_interval_s=c.poll_interval_s,
                                  segment_max_bytes=c.segment_max_bytes, lock_timeout_s=c.store_lock_timeout_s,
-                                 on_flush=self.state._poll)
+                                 on_flush=self.state._poll,
+                                 preallocate_bytes=c.preallocate_bytes)
         log.seq_base = shard * SEQ_STRIDE
         self.state.log = log
         self.state.startup()

@@ -155,7 +155,7 @@ class ServeState:
         self.log = DecisionLog(self.store, config.wal_dir, group_commit_ms=c.group_commit_ms, fsync=c.fsync,
                                flush_interval_s=c.flush_interval_s, poll_interval_s=c.poll_interval_s,
                                segment_max_bytes=c.segment_max_bytes,
-                               lock_timeout_s=c.store_lock_timeout_s, on_flush=self._poll, writers=c.writers)
+                               lock_timeout_s=c.store_lock_timeout_s, on_flush=self._poll, writers=c.writers, preallocate_bytes=c.preallocate_bytes)
         self.metrics = Metrics(lambda: self.log.queued, lambda: self.log.unflushed)
 
     # ------------------------------------------------------------------ start and stop

@@ -45,6 +45,8 @@ class LogConfig(_Model):
     flush_interval_s: float = Field(5.0, gt=0, le=3600)  #: how often segments move into DuckDB
     poll_interval_s: float = Field(1.0, gt=0, le=3600)  #: how often the store is checked for promotions
     segment_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    preallocate_bytes: int = Field(1024 * 1024, ge=0, le=256 * 1024 * 1024)  #: zero-filled chunk a segment is
+    #: extended by ahead of its writes, so most fsyncs change no file size (0: plain appends)
     index_retention_s: float | None = None  #: in-memory event index horizon (default 2 x reward window)
     store_lock_timeout_s: float = Field(10.0, gt=0)  #: how long to wait for the store file's lock
 

@@ -11,6 +11,15 @@ and fsync (on the benchmark VM a lone fsync took ~3.5 ms with idle CPUs, ~0.15 m
 mostly the wake-up on its completion, which overlapping fsyncs hide); one fsync serves every
 request of its group.
 
+Preallocation (``preallocate_bytes``, default 1 MiB): a segment is extended ahead of its writes by
+zero-filled chunks (written with the group whose write got within half a chunk of the end, and made
+durable by that group's fsync), and groups are written in place (``pwrite`` at the logical end), so
+most fsyncs change no file size: ``fdatasync`` then flushes data blocks only, without a journal
+commit of the inode (the technique of PostgreSQL's zero-filled WAL segments; measured on the
+benchmark VM's ext4, idle: 0.10 vs 0.20 ms and 50 vs 100 us of CPU per write + fdatasync). Readers
+drop the zero tail (and any zero run a machine crash left before unacknowledged lines: JSON lines
+never hold a NUL byte).
+
 A flusher thread, every ``flush_interval_s`` (default 5 s): closes the current segment (a new one takes the
 writes), waits for the fsyncs still running on the closed ones, reads every closed segment, builds Arrow
 tables of its records, inserts its records into the store's tables in one DuckDB
@@ -71,8 +80,9 @@ def _sync(fd: int) -> None:
 
 
 def read_segment(path: Path) -> tuple[list[dict], bool]:
-    """The records of one segment file and whether its last line was torn (and dropped)."""
-    data = path.read_bytes()
+    """The records of one segment file and whether its last line was torn (and dropped); the zero bytes
+    of preallocation (the tail, or a run before unacknowledged lines after a machine crash) are skipped."""
+    data = path.read_bytes().rstrip(b"\0")
     lines = data.split(b"\n")
     torn = False
     if lines and lines[-1] == b"":
@@ -82,6 +92,10 @@ def read_segment(path: Path) -> tuple[list[dict], bool]:
         lines.pop()
     out = []
     for i, line in enumerate(lines):
+        if line[:1] == b"\0":  # zeros a machine crash left where unacknowledged writes did not reach the disk
+            line = line.lstrip(b"\0")
+            if not line:
+                continue
         try:
             obj = jsonio.loads(line)
         except json.JSONDecodeError:
@@ -170,7 +184,8 @@ class DecisionLog:
 
     def __init__(self, store: str | Path, wal_dir: str | Path, *, group_commit_ms: float = 1.0, fsync: bool = True,
                  flush_interval_s: float = 5.0, segment_max_bytes: int = 64 << 20, lock_timeout_s: float = 10.0,
-                 on_flush: Callable | None = None, poll_interval_s: float = 1.0, writers: int = 4) -> None:
+                 on_flush: Callable | None = None, poll_interval_s: float = 1.0, writers: int = 4,
+                 preallocate_bytes: int = 1 << 20) -> None:
         self.store = Path(store)
         self.wal_dir = Path(wal_dir)
         self.group_commit_s = group_commit_ms / 1000.0
@@ -179,6 +194,11 @@ class DecisionLog:
         self.poll_interval_s = min(poll_interval_s, flush_interval_s)
         self.last_move_at: float | None = None  #: when closed segments last moved into DuckDB
         self.segment_max_bytes = segment_max_bytes
+        if preallocate_bytes < 0:
+            raise ValueError(f"preallocate_bytes must be >= 0, got {preallocate_bytes}")
+        self.preallocate_bytes = int(preallocate_bytes)  #: zero-filled chunk ahead of the writes (0: plain appends)
+        self._zeros = b"\0" * self.preallocate_bytes
+        self._end = 0  #: the current segment's physical size (logical size ``_size`` + zero-filled tail)
         self.lock_timeout_s = lock_timeout_s
         self.on_flush = on_flush
         self._q: queue.SimpleQueue = queue.SimpleQueue()
@@ -218,9 +238,11 @@ class DecisionLog:
     def _open_segment(self) -> None:
         self._seq += 1
         path = self.wal_dir / f"seg-{self._seq:012d}.wal"
-        self._fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | (0 if self.preallocate_bytes else os.O_APPEND)
+        self._fd = os.open(str(path), flags, 0o600)
         _fsync_dir(self.wal_dir)
         self._size = 0
+        self._end = 0
 
     def _rotate(self) -> None:
         """Close the current segment if it holds anything (caller holds ``_fd_lock``); a descriptor that
@@ -467,11 +489,7 @@ class DecisionLog:
             sync_fd = seq = None
             try:
                 with self._fd_lock:
-                    view = memoryview(data)
-                    while view:
-                        written = os.write(self._fd, view)
-                        view = view[written:]
-                    self._size += len(data)
+                    self._write_locked(data)
                     if self.fsync:  # the descriptor stays open until this fsync is done (see _rotate)
                         sync_fd, seq = self._fd, self._seq
                         with self._sync_cond:
@@ -508,6 +526,32 @@ class DecisionLog:
             if stop:
                 return
 
+    def _write_locked(self, data: bytes) -> None:
+        """Write ``data`` at the current segment's logical end (caller holds ``_fd_lock``); with
+        preallocation, extend the zero-filled tail by a chunk once the end is within half a chunk (the
+        caller's fsync makes both durable; the next groups' fsyncs then change no file size)."""
+        fd = self._fd
+        view = memoryview(data)
+        if not self.preallocate_bytes:
+            while view:
+                view = view[os.write(fd, view):]
+            self._size += len(data)
+            return
+        off = self._size
+        while view:
+            n = os.pwrite(fd, view, off)
+            view, off = view[n:], off + n
+        self._size = off
+        if off > self._end:
+            self._end = off
+        if self._end - off < len(self._zeros) // 2:
+            zeros = memoryview(self._zeros)
+            end = self._end
+            while zeros:
+                n = os.pwrite(fd, zeros, end)
+                zeros, end = zeros[n:], end + n
+            self._end = end
+
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
             due = self.last_move_at is None or time.time() - self.last_move_at >= self.flush_interval_s - 1e-3
@@ -524,15 +568,20 @@ class DecisionLog:
             t.join()
         self._writers = []
         self.flush()
+        current = None
         with self._fd_lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+                if self._size == 0:  # nothing written to it (a preallocated one holds only zeros)
+                    current = self.wal_dir / f"seg-{self._seq:012d}.wal"
             with self._sync_cond:  # (none left once the writers stopped; kept for safety)
                 for fd in self._closing.values():
                     os.close(fd)
                 self._closing.clear()
         # the empty current segment
+        if current is not None:
+            current.unlink(missing_ok=True)
         for _, p in self._segments():
             if p.stat().st_size == 0:
                 p.unlink(missing_ok=True)
