@@ -52,11 +52,9 @@ class _Requests:
         return []
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import HistogramMetricFamily
 
-        req = CounterMetricFamily("grpokit_requests", "HTTP requests", labels=["route", "status"])
-        for (route, status), n in sorted(self.counts.items()):
-            req.add_metric([route, status], float(n))
+        req = _counter_family("grpokit_requests", "HTTP requests", ["route", "status"], self.counts)
         lat = HistogramMetricFamily("grpokit_request_seconds", "Request latency (seconds)", labels=["route"])
         for route, (counts, total) in sorted(self.hist.items()):
             cum, buckets = 0, []
@@ -65,6 +63,16 @@ class _Requests:
                 buckets.append((bound, float(cum)))
             lat.add_metric([route], buckets, total)
         return [req, lat]
+
+
+def _counter_family(name: str, doc: str, labels: list[str], counts: dict[tuple[str, ...], int]):
+    """A Prometheus counter family of plain-Python ``counts`` (label values tuple -> count), sorted by labels."""
+    from prometheus_client.core import CounterMetricFamily
+
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(counts.items()):
+        fam.add_metric(list(key), float(n))
+    return fam
 
 
 def _bound(x: float) -> str:
@@ -83,12 +91,7 @@ class _Decisions:
         return []
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily
-
-        fam = CounterMetricFamily("grpokit_decisions", "Decisions served", labels=["action", "arm"])
-        for (action, arm), n in sorted(self.counts.items()):
-            fam.add_metric([action, arm], float(n))
-        return [fam]
+        return [_counter_family("grpokit_decisions", "Decisions served", ["action", "arm"], self.counts)]
 
 
 class Metrics:
