@@ -118,6 +118,11 @@ class GRPOConfig(_Strict):
     beta: Real = Field(0.0, ge=0)  #: KL weight to the frozen reference; 0 loads no reference
     ent_coef: Real = 0.0
     max_grad_norm: Real = Field(1.0, gt=0)
+    #: how each context's G actions are chosen: "sampled" (G draws from the policy) or "cover" (every
+    #: discrete action once, the rest drawn; objective over all actions: grpokit.grpo.cover)
+    group_sampling: Literal["sampled", "cover"] = "sampled"
+    #: "cover" only: action weights (1 − ε)·π_old + ε/K; 0 = the exact policy gradient
+    cover_floor: Real = Field(0.0, ge=0, le=1)
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
     reward_weights: dict[str, Real] = Field(default_factory=dict)  #: per named reward component
     reward_combine: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
@@ -168,6 +173,11 @@ _DESCRIPTIONS = {
         "beta": "weight of the k3 KL penalty to the frozen reference policy (0: no reference is built)",
         "ent_coef": "entropy bonus weight (> 0 keeps the policy exploring; guards against collapse)",
         "max_grad_norm": "gradient-norm clip",
+        "group_sampling": "sampled (G draws from the policy) or cover (discrete actions only, group_size >= the "
+                          "number of actions: every action once per context, the rest drawn, objective over all "
+                          "actions weighted (1 - cover_floor)·π + cover_floor/K)",
+        "cover_floor": "cover only: ε of the action weights (1 - ε)·π_old + ε/K; 0 is the exact policy gradient, "
+                       "> 0 keeps a signal for actions the policy has pushed to ~0",
         "advantage": "how rewards [B, G] become advantages (AdvantageConfig)",
         "reward_weights": "weight of each named reward component in the total reward",
         "reward_combine": "sum the weighted components then normalize, or normalize each then sum",

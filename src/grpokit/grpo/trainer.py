@@ -24,7 +24,9 @@ from grpokit.atomic import atomic_write, atomic_write_json, atomic_write_text
 from grpokit.config import GRPOConfig
 from grpokit.evaluation.values import evaluate_policy, oracle_values, steps_to_fraction
 from grpokit.grpo.advantages import make_advantage
+from grpokit.grpo.cover import cover_actions, cover_advantages, cover_weights, per_action_mean
 from grpokit.grpo.objective import grpo_loss
+from grpokit.policy.heads import CategoricalDecision
 from grpokit.policy.network import Policy
 from grpokit.scenarios.base import Contexts, Scenario
 
@@ -230,9 +232,18 @@ class GRPOTrainer:
         self.policy.head.step_schedule(self.step)
         contexts = self.sampler.sample_contexts(c.batch_size, self.generator)
         dist = self.policy(contexts.obs, contexts.group, contexts.mask)
+        cover = c.group_sampling != "sampled"
+        if cover and not isinstance(dist, CategoricalDecision):
+            raise ValueError(f"grpo.group_sampling = {c.group_sampling!r} needs discrete actions (a categorical "
+                             f"head); this policy's head gives {type(dist).__name__}: use 'sampled'")
         with torch.no_grad():
             try:
-                actions, logp_old = dist.sample(c.group_size)
+                if cover:
+                    probs_old = dist.log_probs.detach().exp()
+                    actions = cover_actions(probs_old, c.group_size, contexts.mask)
+                    logp_old = dist.log_prob(actions)
+                else:
+                    actions, logp_old = dist.sample(c.group_size)
             except RuntimeError as err:
                 if all(bool(torch.isfinite(p).all()) for p in self.policy.parameters()):
                     raise
@@ -246,6 +257,11 @@ class GRPOTrainer:
         if self.budget is not None:
             # Lagrangian reward: r − λ·spend, with λ from before this batch (then updated below)
             spend = self.spend_fn(contexts, actions)
+            if cover:  # the policy's expected spend, Σ_a π_old(a) · mean spend of action a's samples
+                policy_spend = (probs_old * per_action_mean(spend.to(probs_old.dtype), actions,
+                                                            probs_old.shape[1])[0]).sum(1).mean()
+            else:
+                policy_spend = spend.detach().float().mean()
             rewards = dict(rewards) if isinstance(rewards, Mapping) else {"reward": rewards}
             rewards["budget_penalty"] = self.budget.penalty(spend)
         adv, total, metrics = self.advantages(contexts, rewards)
@@ -255,10 +271,25 @@ class GRPOTrainer:
         if self.reference is not None:
             with torch.no_grad():
                 logp_ref = self.reference(contexts.obs, contexts.group, contexts.mask).log_prob(actions)
+        weights = None
+        if cover:  # the objective over all K actions (grpokit.grpo.cover)
+            weights = cover_weights(probs_old, actions, c.cover_floor)
+            adv_all = cover_advantages(adv, actions, weights)
+            live = weights > 0  # ineligible (masked) actions: log π = −inf, weight 0
+            logp_old_all = torch.where(live, dist.log_probs.detach(), torch.zeros_like(probs_old))
+            if logp_ref is not None:
+                with torch.no_grad():
+                    ref_all = self.reference(contexts.obs, contexts.group, contexts.mask).log_probs
+                logp_ref = torch.where(live, ref_all, torch.zeros_like(ref_all))
         for it in range(c.num_iterations):
             if it > 0:
                 dist = self.policy(contexts.obs, contexts.group, contexts.mask)
-            logp = dist.log_prob(actions)
+            if cover:
+                logp = torch.where(live, dist.log_probs, torch.zeros_like(probs_old))
+                loss_old, loss_adv = logp_old_all, adv_all
+            else:
+                logp = dist.log_prob(actions)
+                loss_old, loss_adv = logp_old, adv
             if c.ent_coef != 0.0:
                 entropy = dist.entropy()
             else:  # logged only: keep it out of the autograd graph
@@ -266,14 +297,15 @@ class GRPOTrainer:
                     entropy = dist.entropy()
             loss, m = grpo_loss(
                 logp,
-                logp_old,
-                adv,
+                loss_old,
+                loss_adv,
                 clip_low=c.clip_low,
                 clip_high=c.clip_high,
                 logp_ref=logp_ref,
                 beta=c.beta,
                 entropy=entropy,
                 ent_coef=c.ent_coef,
+                weights=weights,
             )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -291,7 +323,7 @@ class GRPOTrainer:
             metrics["exploration/concentration"] = head.total_concentration.detach().float().clone().to(self.device)
             metrics["exploration/spread"] = torch.tensor(head.last_spread, device=self.device)
         if self.budget is not None:
-            metrics["budget/spend"] = spend.detach().float().mean()
+            metrics["budget/spend"] = policy_spend.detach().float()
             metrics["budget/lambda"] = torch.tensor(self.budget.value, device=self.device)
             with torch.no_grad():  # what production would spend on this batch: each context's mode decision
                 mode = self.policy(contexts.obs, contexts.group, contexts.mask).mode().unsqueeze(1)
@@ -304,7 +336,11 @@ class GRPOTrainer:
             self.budget.update(float(tracked))
         metrics["loss"] = loss.detach()
         metrics["grad_norm"] = grad_norm.detach()
-        metrics["reward_mean"] = total.mean()
+        if cover:  # the policy's expected reward, not the covering group's mean
+            metrics["reward_mean"] = (probs_old * per_action_mean(total.detach().to(probs_old.dtype), actions,
+                                                                  probs_old.shape[1])[0]).sum(1).mean().float()
+        else:
+            metrics["reward_mean"] = total.mean()
         metrics["adv_abs_mean"] = adv.abs().mean()
         self.step += 1
         return metrics
