@@ -103,6 +103,35 @@ def test_concurrent_single_decisions_are_drawn_together_and_each_is_its_own(tmp_
     assert ts == 40  # each decision keeps its own arrival time
 
 
+def test_requests_arriving_over_the_next_turns_join_the_group_and_the_gathering_is_bounded(tmp_path, policy_file):
+    st = _state(tmp_path, policy_file)
+    ctxs = _contexts(30)
+    sizes = _count_submissions(st)
+    turns = ServeState._GATHER_TURNS
+
+    async def staggered(k0: int, n_turns: int):
+        """one new request per event-loop turn for ``n_turns`` turns (as bytes arriving under load)"""
+        tasks = []
+        for k in range(n_turns):
+            tasks.append(asyncio.ensure_future(st.decide({"context": ctxs[k0 + k], "event_id": f"s{k0 + k}"})))
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
+
+    async def lone():
+        return await st.decide({"context": ctxs[29], "event_id": "alone"})
+
+    try:
+        a = asyncio.run(staggered(0, 3))  # arrivals in 3 consecutive turns: one group
+        b = asyncio.run(staggered(10, 2 * turns + 2))  # a stream longer than the bound: more than one group
+        c = asyncio.run(lone())
+    finally:
+        st.shutdown()
+    assert len(a) == 3 and sizes[0] == 3
+    assert sum(sizes[1:-1]) == 2 * turns + 2 and len(sizes[1:-1]) >= 2 and max(sizes[1:-1]) <= turns + 1
+    assert sizes[-1] == 1 and c["event_id"] == "alone"
+    assert [d["event_id"] for d in a + b] == [f"s{k}" for k in range(3)] + [f"s{k}" for k in range(10, 12 + 2 * turns)]
+
+
 def test_a_bad_context_in_a_group_fails_only_its_own_request(tmp_path, policy_file):
     st = _state(tmp_path, policy_file)
     good = _contexts(5)
