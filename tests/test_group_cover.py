@@ -144,3 +144,35 @@ def test_cover_settings_are_checked():
     cfg = load_config("examples/allocation.toml", ["grpo.group_sampling=cover", "grpo.eval_size=64"])
     with pytest.raises(ValueError, match="group_sampling"):
         build_trainer(cfg).train_step()
+
+
+def test_budget_tracks_the_policy_expected_spend_under_cover():
+    # with a covering group the G decisions are not draws of π, so λ tracks Σ_a π_old(a) · (mean spend of
+    # action a's samples), not the group's mean spend
+    import copy
+
+    cfg = load_config("examples/marketing.toml", ["grpo.budget=1.0", "grpo.batch_size=64", "grpo.eval_size=64",
+                                                  "grpo.budget_calibration_size=0", "grpo.group_sampling=cover"])
+    trainer = build_trainer(cfg)
+    for _ in range(3):  # move the policy off uniform first
+        trainer.train_step()
+    seen = []
+    spend_fn = trainer.spend_fn
+
+    def recording(ctx, actions):
+        seen.append((ctx, actions.clone()))
+        return spend_fn(ctx, actions)
+
+    trainer.spend_fn = recording
+    before = copy.deepcopy(trainer.policy)
+    metrics = trainer.train_step()
+    ctx, actions = seen[0]
+    assert (actions[:, :5] == torch.arange(5)).all() and actions.shape == (64, 8)
+    with torch.no_grad():
+        pi = before(ctx.obs, ctx.group, ctx.mask).log_probs.exp().double()
+    s = spend_fn(ctx, actions).double()
+    onehot = torch.nn.functional.one_hot(actions, 5).double()
+    per_action = (s.unsqueeze(2) * onehot).sum(1) / onehot.sum(1)
+    expected = float((pi * per_action).sum(1).mean())
+    assert abs(float(metrics["budget/spend"]) - expected) < 1e-5, (float(metrics["budget/spend"]), expected)
+    assert abs(float(s.mean()) - expected) > 1e-3  # the plain group mean differs, so the check can fail
