@@ -147,6 +147,17 @@ def test_run_with_discovered_cohorts_on_continuous_scenarios(tmp_path, name, fix
     assert disc["pilot"]["current_policy"] == fixed
     assert sorted(disc["pilot"]["cohorts"]) == sorted(disc["cohorts"]["names"])
     assert math.isfinite(disc["pilot"]["difference"])
+    # the same customers: the run's population fingerprint is the given run's, and its decisions
+    # rescore on the plain scenario (`grpokit scenario evaluate`) to the run's value
+    assert disc["population"]["fingerprint"] == given["population"]["fingerprint"]
+    if name == "pricing":  # decision files are written for categorical and beta decisions
+        pop = disc["population"]
+        r = runner.invoke(app, ["scenario", "evaluate", example, "--assignment", str(tmp_path / "kmeans5" / "decisions" /
+                                "grpo.parquet"), "--n", str(pop["n"]), "--seed", str(pop["seed"]),
+                                "--json", str(tmp_path / "ev.json")])
+        assert r.exit_code == 0, r.output
+        rescored = json.loads((tmp_path / "ev.json").read_text())["value"]
+        assert rescored == pytest.approx(disc["policies"]["grpo"]["value"], rel=1e-9)
 
 
 def test_loop_configs_refuse_a_cohorts_section_by_name(tmp_path):

@@ -4,7 +4,9 @@ A population is the scenario's seeded sample of ``n`` units: ``scenario.sample_c
 Generator().manual_seed(seed))``. ``grpokit scenario simulate --n N --seed S`` logs the same units
 (its log's rows are those units, ``decision_id`` 0..N-1) and ``grpokit scenario evaluate --n N
 --seed S`` scores decisions on them. The fingerprint is the first 16 hex digits of the SHA-256 of
-the units' features (float32, row-major) and cohort codes (int64): two populations with the same
+the units' features (float32, row-major) and the scenario's own cohort codes (int64; under discovered
+cohorts ``extra["market"]``, :func:`grpokit.scenarios.base.market`: clustering the units does not
+make them other units, so a discovered-cohort run's decisions rescore on the plain scenario): two populations with the same
 fingerprint hold the same units in the same order; decisions made for one population and scored
 on another are refused (:func:`check_population`).
 """
@@ -16,7 +18,7 @@ import hashlib
 import numpy as np
 import torch
 
-from grpokit.scenarios.base import Contexts, Scenario
+from grpokit.scenarios.base import Contexts, Scenario, market
 
 __all__ = ["population", "population_fingerprint", "population_info", "check_population", "PopulationMismatch"]
 
@@ -33,10 +35,10 @@ def population(scenario: Scenario, n: int, seed: int) -> Contexts:
 
 
 def population_fingerprint(contexts: Contexts) -> str:
-    """16 hex digits of SHA-256(features as float32 ‖ cohort codes as int64)."""
+    """16 hex digits of SHA-256(features as float32 ‖ the scenario's own cohort codes as int64)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(contexts.obs.detach().cpu().to(torch.float32).numpy()).tobytes())
-    h.update(np.ascontiguousarray(contexts.group.detach().cpu().to(torch.int64).numpy()).tobytes())
+    h.update(np.ascontiguousarray(market(contexts).detach().cpu().to(torch.int64).numpy()).tobytes())
     return h.hexdigest()[:16]
 
 
