@@ -167,3 +167,21 @@ def test_loop_configs_refuse_a_cohorts_section_by_name(tmp_path):
     assert r.exit_code != 0
     assert "cohorts" in " ".join(r.output.split())
     assert not (tmp_path / "loop" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("example", ["examples/pricing.toml", "examples/allocation.toml"])
+def test_trainer_groups_are_the_discovered_cohorts(example):
+    """`grpokit run` and `train` build one trainer: its P-GRPO groups and the policy's group embedding
+    have the k discovered cohorts, and a few training steps stay finite."""
+    from grpokit.config import load_config
+    from grpokit.runner import build_trainer
+
+    cfg = load_config(example, ['cohorts.method="gmm"', "cohorts.k=6", "cohorts.fit_size=800",
+                                'grpo.advantage.name="pgrpo"', "policy.group_embedding_dim=3", "grpo.steps=3",
+                                "grpo.batch_size=64", "grpo.eval_size=256", "grpo.eval_every=100", 'grpo.device="cpu"'])
+    trainer = build_trainer(cfg)
+    assert trainer.n_groups == 6 and trainer.scenario.n_groups == 6
+    assert trainer.policy.torso.embedding.num_embeddings == 6
+    summary = trainer.train()
+    assert summary["steps"] == 3
+    assert all(math.isfinite(float(p.detach().abs().sum())) for p in trainer.policy.parameters())
