@@ -24,6 +24,17 @@ def _count(store) -> tuple[int, int]:
         con.close()
 
 
+def _logged(tmp_path, preallocate: int, prefix: str, n: int):
+    """(store, wal dir, started log) after ``n`` acknowledged single decisions ``<prefix><k>``."""
+    store, wal = tmp_path / "s.duckdb", tmp_path / "wal"
+    log = DecisionLog(store, wal, flush_interval_s=3600, preallocate_bytes=preallocate)
+    log.recover()
+    log.start()
+    for k in range(n):
+        log.submit([_decision(f"{prefix}{k}")]).result(timeout=5)
+    return store, wal, log
+
+
 def test_segment_grows_by_zero_filled_chunks_and_reads_back(tmp_path):
     store, wal = tmp_path / "s.duckdb", tmp_path / "wal"
     chunk = 4096
@@ -50,12 +61,7 @@ def test_segment_grows_by_zero_filled_chunks_and_reads_back(tmp_path):
 
 
 def test_crash_replay_of_a_preallocated_segment_is_exactly_once(tmp_path):
-    store, wal = tmp_path / "s.duckdb", tmp_path / "wal"
-    log = DecisionLog(store, wal, flush_interval_s=3600, preallocate_bytes=8192)
-    log.recover()
-    log.start()
-    for k in range(40):
-        log.submit([_decision(f"d{k}")]).result(timeout=5)
+    store, wal, log = _logged(tmp_path, 8192, "d", 40)
     log._unlock()  # a crash: the threads die without flushing (the kernel drops the lock)
     seg = sorted(wal.glob("seg-*.wal"))[-1]
     copy = seg.read_bytes()
@@ -84,12 +90,7 @@ def test_a_zero_run_before_later_lines_is_skipped(tmp_path):
 
 
 def test_plain_appends_when_preallocation_is_off(tmp_path):
-    store, wal = tmp_path / "s.duckdb", tmp_path / "wal"
-    log = DecisionLog(store, wal, flush_interval_s=3600, preallocate_bytes=0)
-    log.recover()
-    log.start()
-    for k in range(10):
-        log.submit([_decision(f"p{k}")]).result(timeout=5)
+    store, wal, log = _logged(tmp_path, 0, "p", 10)
     seg = sorted(wal.glob("seg-*.wal"))[-1]
     assert seg.stat().st_size == log._size and seg.read_bytes().count(b"\n") == 10
     log.stop()
