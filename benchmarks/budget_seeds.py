@@ -2,6 +2,7 @@
 
     python benchmarks/budget_seeds.py --preset example --seeds 0 1 2 3 4 [--set grpo.budget_spend=blend ...]
     python benchmarks/budget_seeds.py --preset test --seeds 0 1 2 3 4
+    python benchmarks/budget_seeds.py --preset example --set grpo.group_sampling=cover --set grpo.ent_coef=0.05 --set grpo.steps=1600
 
 For each ``grpo.seed`` it trains the policy (``build_trainer``, as ``grpokit run`` does) and scores
 its deployed (mode) decisions on a seeded population against
