@@ -112,6 +112,10 @@ class GRPOConfig(_Strict):
     batch_size: Int = Field(256, ge=1)  #: B contexts per step
     group_size: Int = Field(4, ge=2)  #: G sampled actions per context
     lr: Real = Field(3e-3, gt=0, le=1)  #: Adam step size (above 1 is never meant)
+    #: step size over the run, t = step / steps: constant lr, "linear" lr·(1 − (1 − f)·t) or "cosine"
+    #: lr·(f + (1 − f)·(1 + cos πt)/2), with f = lr_final_fraction
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    lr_final_fraction: Real = Field(0.0, ge=0, le=1)  #: f: the last step's lr as a fraction of lr
     num_iterations: Int = Field(1, ge=1)  #: optimizer passes over each sampled batch
     clip_low: Real = Field(0.2, ge=0, lt=1)
     clip_high: Real = Field(0.2, ge=0, le=10)
@@ -167,6 +171,9 @@ _DESCRIPTIONS = {
         "batch_size": "B contexts sampled per step",
         "group_size": "G actions sampled per context; the advantages compare these G",
         "lr": "Adam learning rate",
+        "lr_schedule": "constant, linear (lr down to lr·lr_final_fraction at the last step) or cosine (the same ends, "
+                       "half a cosine between)",
+        "lr_final_fraction": "linear/cosine only: the last step's learning rate as a fraction of lr",
         "num_iterations": "optimizer passes over each sampled batch (> 1 makes the clipping matter)",
         "clip_low": "PPO-style clip: the ratio may fall to 1 - clip_low",
         "clip_high": "PPO-style clip: the ratio may rise to 1 + clip_high",

@@ -227,9 +227,24 @@ class GRPOTrainer:
 
     # -- one step -------------------------------------------------------------------------------
 
+    def learning_rate(self, step: int | None = None) -> float:
+        """The Adam step size at ``step`` (default: the next update) under ``grpo.lr_schedule``;
+        t = step / steps: linear lr·(1 − (1 − f)·t), cosine lr·(f + (1 − f)·(1 + cos πt)/2)."""
+        c = self.config
+        t = min(1.0, (self.step if step is None else step) / max(1, c.steps - 1))
+        f = c.lr_final_fraction
+        if c.lr_schedule == "linear":
+            return c.lr * (1.0 - (1.0 - f) * t)
+        if c.lr_schedule == "cosine":
+            return c.lr * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * t)))
+        return c.lr
+
     def train_step(self) -> dict[str, Tensor]:
         c = self.config
         self.policy.head.step_schedule(self.step)
+        if c.lr_schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate()
         contexts = self.sampler.sample_contexts(c.batch_size, self.generator)
         dist = self.policy(contexts.obs, contexts.group, contexts.mask)
         cover = c.group_sampling != "sampled"
@@ -342,6 +357,8 @@ class GRPOTrainer:
         else:
             metrics["reward_mean"] = total.mean()
         metrics["adv_abs_mean"] = adv.abs().mean()
+        if c.lr_schedule != "constant":
+            metrics["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"], device=self.device)
         self.step += 1
         return metrics
 
