@@ -21,7 +21,9 @@ its deployed (mode) decisions on a seeded population against
 
 Presets: ``example`` = the issue's command (examples/marketing.toml, budget 1.0, the run's
 evaluation population: 20 000 customers, seed evaluation.seed + 7); ``test`` = tests/test_budget.py's
-marketing settings (feature noise 0.1, ent_coef 0.01, 512 eval, scored on 100 000 customers, seed 5).
+marketing settings (feature noise 0.1, ent_coef 0.01, 512 eval, scored on 100 000 customers, seed 5);
+``nobudget`` = the config as given (no budget unless it sets one), scored as ``example`` against the
+unconstrained oracle and Bayes policy.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from grpokit.scenarios.marketing import MarketingScenario
 
 PRESETS = {
     "example": {"over": ["scenario.budget_per_customer=1.0", "grpo.budget=1.0"], "n": 20_000, "seed": 7},
+    "nobudget": {"over": [], "n": 20_000, "seed": 7},
     "test": {"over": ["grpo.steps=400", "grpo.budget=1.0", "grpo.ent_coef=0.01", "scenario.feature_noise=0.1",
                       "grpo.eval_size=512", "grpo.eval_every=100", "scenario.budget_per_customer=1.0"],
              "n": 100_000, "seed": 5},
