@@ -647,6 +647,50 @@ def _interference_note(scenario: Scenario) -> dict:
                     "cohort-randomized pilot"}
 
 
+#: a scenario's reward components in the log learner's terms (the A/B log's reward is the profit)
+LOG_COMPONENTS = {"profit": "reward", "improvement": "improvement",
+                  "relative_to_cohort_median": "relative_to_cohort_median", "cohort_percentile_rank": "cohort_percentile_rank"}
+#: components a log learner leaves out: a unit-randomized log does not identify a peer effect (0 at spillover 0)
+LOG_DROPPED = ("peer_effect",)
+
+
+def log_reward_spec(scenario_config, weights: dict, log_labels=None, action_names=None) -> dict:
+    """The scenario's objective as the log learner's (:func:`grpokit.offline.workflow.fit_policy_on_log`).
+
+    ``profit`` → ``reward`` (r̂, the outcome model's predicted profit); ``improvement``,
+    ``relative_to_cohort_median`` and ``cohort_percentile_rank`` keep their names and formulas, with
+    the improvement measured from r̂ against ``scenario.improvement_reference`` (an action label, e.g.
+    "none"); ``peer_effect`` is left out (``dropped``). Returns ``{"components", "weights",
+    "reference", "dropped"}``; ``components`` is None when the objective is r̂ alone. A reference
+    named by the scenario's action (``action_names``, default its offers' names) becomes the log's
+    label of that action (``log_labels``, e.g. "0" in a coded log). Raises a ValueError naming a
+    component no log reward can give (revenue, cost, spend, ...)."""
+    names = list(getattr(scenario_config, "reward_components", None) or ["profit"])
+    reference = getattr(scenario_config, "improvement_reference", "control")
+    dropped = [n for n in names if n in LOG_DROPPED]
+    bad = [n for n in names if n not in LOG_COMPONENTS and n not in LOG_DROPPED]
+    if bad:
+        raise ValueError(f"scenario.reward_components {bad} cannot be learned from a log (its reward is the profit): "
+                         f"evaluation.train_on = \"logs\" learns from {sorted(LOG_COMPONENTS)}; remove them")
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"grpo.reward_weights: unknown component{'s' if len(unknown) > 1 else ''} {unknown}; "
+                         f"the reward components are {names}")
+    mapped = [LOG_COMPONENTS[n] for n in names if n in LOG_COMPONENTS]
+    if not mapped:
+        raise ValueError(f"scenario.reward_components {names}: nothing a log can give (add \"profit\")")
+    w = {LOG_COMPONENTS[k]: v for k, v in weights.items() if k in LOG_COMPONENTS}
+    if mapped == ["reward"]:  # r̂ as one number: the learner's plain path
+        return {"components": None, "weights": {}, "reference": "control", "dropped": dropped}
+    reference = str(reference)
+    names = [str(a) for a in (action_names if action_names is not None
+                              else [o.name for o in getattr(scenario_config, "offers", None) or []])]
+    labels = [str(a) for a in log_labels] if log_labels is not None else None
+    if labels is not None and reference not in labels and reference in names and len(names) == len(labels):
+        reference = labels[names.index(reference)]  # the action's label in this log (a coded log: its code)
+    return {"components": mapped, "weights": w, "reference": reference, "dropped": dropped}
+
+
 def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
     """Learn from logs, as a business without a simulator would, with ``grpokit learn``'s own learner
     (:func:`grpokit.offline.workflow.fit_policy_on_log`: encoder, cross-fitted GBM outcome model,
@@ -664,15 +708,23 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
     if cfg.logs_advantage != "config":  # one path with grpokit learn: its default advantage, unless told
         name = DEFAULT_ADVANTAGE if cfg.logs_advantage == "learn" else cfg.logs_advantage
         grpo = grpo.model_copy(update={"advantage": grpo.advantage.model_copy(update={"name": name})})
+    spec = log_reward_spec(getattr(scenario, "config", None), dict(grpo.reward_weights),
+                           log_labels=log.action_labels or range(log.n_actions),
+                           action_names=getattr(scenario, "action_names", None))
+    grpo = grpo.model_copy(update={"reward_weights": spec["weights"]})
     fit = fit_policy_on_log(log, outcome_model="gbm", config=grpo, policy_config=config.policy,
-                            seed=cfg.seed)
+                            seed=cfg.seed, reward_components=spec["components"],
+                            improvement_reference=spec["reference"])
     labels = list(getattr(scenario, "action_names", None) or range(log.n_actions))
     summary = dict(fit.summary)
     summary["learner"] = {"path": "grpokit.offline.workflow.fit_policy_on_log", "advantage": fit.config.advantage.name,
                           "degeneration": degeneration(action_probabilities(fit.policy, fit.x, _embedded(fit.policy, log)),
                                                        fit.summary["last_metrics"],
                                                        [str(a) for a in labels]),
-                          "interference": fit.interference}
+                          "interference": fit.interference,
+                          "reward_components": spec["components"] or ["reward"], "reward_weights": spec["weights"],
+                          "improvement_reference": spec["reference"] if spec["components"] else None,
+                          "dropped_components": spec["dropped"]}
     return RawFeaturePolicy(fit.policy, fit.encoder), summary
 
 

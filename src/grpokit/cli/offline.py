@@ -109,6 +109,12 @@ def _check_outcome(kind: str, backend: str) -> None:
 
 
 
+def _learn_component_names() -> tuple[str, ...]:
+    from grpokit.offline.learn import LEARN_COMPONENTS
+
+    return LEARN_COMPONENTS
+
+
 def _learn_weights(grpo, weight_sets: list[str]):
     """``grpo`` with the reward weights of the ``--set grpo.reward_weights...`` overrides (numbers checked)."""
     from pydantic import ValidationError
@@ -152,10 +158,11 @@ def learn(
         None, "--reward-components",
         help="GRPO's reward as named parts, comma-separated: reward (r̂), improvement, relative_to_cohort_median, "
              "cohort_percentile_rank; weights in --set grpo.reward_weights={...}"),
-    improvement_reference: str = typer.Option(
-        "control", "--improvement-reference",
-        help="What improvement is measured against: control (the first action, e.g. no offer), logged (the "
-             "logging policy's action) or an action label"),
+    improvement_reference: Optional[str] = typer.Option(
+        None, "--improvement-reference",
+        help="What improvement is measured against: control (the first action, e.g. no offer; the default), logged "
+             "(the logging policy's action) or an action label; with --config naming scenario components, its "
+             "scenario.improvement_reference"),
 ) -> None:
     """Learn a policy from logged decisions (encoder + outcome model + GRPO), judge it on held-out rows."""
     from grpokit.offline.workflow import learn_from_log
@@ -164,7 +171,7 @@ def learn(
     # grpo.reward_weights name learn's components (checked by learn itself), not a scenario's
     weight_sets = [s for s in (set_ or []) if s.split("=", 1)[0].strip().startswith("grpo.reward_weights")]
     cfg = _load(config_file, [f"grpo.seed={seed}", 'grpo.device="cpu"', *[s for s in (set_ or []) if s not in weight_sets]])
-    grpo = _learn_weights(cfg.grpo, weight_sets) if weight_sets else cfg.grpo
+    grpo = cfg.grpo
     components = [c.strip() for c in reward_components.split(",") if c.strip()] if reward_components else None
     if cfg.policy.head not in (None, "categorical"):
         _fail(f"policy.head = {cfg.policy.head!r}: learn picks one of the log's discrete actions, so its policy "
@@ -174,6 +181,23 @@ def learn(
               "or choose another --out")
     _writable(out, "--out")
     data = _read(log, dataset, store, schema, features)
+    if components is None and config_file is not None and set(grpo.reward_weights) - set(_learn_component_names()):
+        # the config's weights name a scenario's components (profit, peer_effect, ...): learn them in r̂'s terms
+        from grpokit.business import log_reward_spec
+
+        try:
+            spec = log_reward_spec(cfg.scenario, dict(grpo.reward_weights),
+                                   log_labels=data.action_labels or range(data.n_actions))
+        except ValueError as err:
+            _fail(f"{config_file}: {err}")
+        components, grpo = spec["components"], grpo.model_copy(update={"reward_weights": spec["weights"]})
+        if improvement_reference is None and components:
+            improvement_reference = spec["reference"]
+        if spec["dropped"]:
+            console.print(f"[yellow]{config_file}: reward components {spec['dropped']} left out (a log's reward is "
+                          "the unit's own profit; see --interference for peer effects)[/]")
+    improvement_reference = improvement_reference or "control"
+    grpo = _learn_weights(grpo, weight_sets) if weight_sets else grpo
     try:
         summary = learn_from_log(
             data, out, outcome_model=outcome_model, outcome_backend=outcome_backend, config=grpo, policy_config=cfg.policy, seed=seed,
