@@ -15,7 +15,9 @@ those blocks: from the commands, never by hand. Exit status 1 on any mismatch.
 
 A check's command is either a `grpokit run`-like command (the script adds ``--out DIR``; the run is
 finished when DIR/summary.json exists) or a command writing one file, whose path stands where
-:data:`OUT` is in its args (a ``benchmarks/*.py`` script runs on this interpreter). Checks listed
+:data:`OUT` is in its args (a ``benchmarks/*.py`` script runs on this interpreter); such a command's
+own run folders, where it keeps them, go where :data:`OUT_RUNS` stands (that path + ``.runs``,
+removed before a fresh run, kept and reused with ``--runs``). Checks listed
 in :data:`NEEDS` read data outside the repository (the Open Bandit Dataset sample in
 ``../shared/data/obd``) and are skipped, with a line saying so, where it is absent.
 """
@@ -23,6 +25,7 @@ in :data:`NEEDS` read data outside the repository (the Open Bandit Dataset sampl
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -35,6 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import business_table  # noqa: E402
 import fusion_table  # noqa: E402
+import group_frontier  # noqa: E402
 import obd_table  # noqa: E402
 import preferences_table  # noqa: E402
 
@@ -49,6 +53,8 @@ _LOGS = ["--set", "evaluation.train_on=logs", "--set", "evaluation.pilot=false",
 
 #: stands, in a check's grpokit args, for the path of the one file the command writes
 OUT = "{out}"
+#: stands for that path + ".runs": the folder of the command's own runs (benchmarks/group_frontier.py --runs)
+OUT_RUNS = "{out}.runs"
 
 #: name -> (runs: [(run dir or file name, grpokit args)], table(run paths) -> markdown); args without
 #: OUT get ``--out DIR --no-progress --store ...`` appended (a `grpokit run`)
@@ -124,6 +130,12 @@ CHECKS = {
                         "--set", 'fusion.ablations=["prior_only", "posterior_only"]', "--set", "fusion.oracle=false"])
          for s in range(5)],
         lambda dirs: fusion_table.choice_table([("GMV, miscalibration 4", dirs)]),
+    ),
+    # the group-relative frontier (issue 16): 8 weight settings x discovered / given cohorts x 3 seeds, 48 runs
+    "group-frontier": (
+        [("group_frontier.json", ["benchmarks/group_frontier.py", "--seeds", "0", "1", "2", "--jobs", "2",
+                                  "--runs", OUT_RUNS, "--json", OUT])],
+        lambda paths: group_frontier.markdown_table(json.loads(Path(paths[0]).read_text())["rows"]),
     ),
     "obd-learn": (
         [(f"obd_learn_gbm_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s)])
@@ -203,8 +215,12 @@ def run_check(name: str, runs_dir: Path, reuse: bool) -> str:
             shutil.rmtree(out)
         elif out.exists():
             out.unlink()
+        side = Path(f"{out}.runs")
+        if OUT_RUNS in args and not reuse and side.exists():  # a fresh check reruns the command's own runs too
+            shutil.rmtree(side)
         if to_file:  # a benchmarks/*.py script runs on this interpreter, anything else is a grpokit command
-            cmd = [*([sys.executable] if args[0].endswith(".py") else _grpokit()), *(str(out) if a == OUT else a for a in args)]
+            cmd = [*([sys.executable] if args[0].endswith(".py") else _grpokit()),
+                   *(str(out) if a == OUT else str(side) if a == OUT_RUNS else a for a in args)]
         else:
             store = ["--store", str(runs_dir / "check.duckdb")] if args[0] == "run" else []  # `fusion run` has no store
             cmd = [*_grpokit(), *args, "--out", str(out), "--no-progress", *store]

@@ -164,3 +164,32 @@ def test_preferences_table_says_never_when_a_seed_did_not_reach_90_percent(tmp_p
     f.write_text(json.dumps({"methods": {"pgrpo": block}}))
     assert preferences_table.table(f).splitlines()[2] == "| pgrpo | 0.5000 ± 0.0100 | 0.900 | 0.500 | 10 / never |"
     assert preferences_table.per_seed(f, ["g1"]) == "g1: pgrpo [never, 40]"
+
+
+def test_a_file_commands_own_runs_folder_is_kept_with_runs_and_cleared_without(tmp_path, monkeypatch):
+    """OUT_RUNS is replaced by the file's path + '.runs': reused with --runs (an interrupted sweep resumes),
+    removed before a fresh run (nothing stale is reused by the command)."""
+    monkeypatch.setattr(cb, "_grpokit", lambda: [sys.executable])
+    code = ("import sys, pathlib; r = pathlib.Path(sys.argv[2]); r.mkdir(exist_ok=True); m = r / 'mark'; "
+            "old = m.exists(); m.write_text('x'); open(sys.argv[1], 'w').write('reused' if old else 'fresh')")
+    monkeypatch.setitem(cb.CHECKS, "sweep", ([("s.json", ["-c", code, cb.OUT, cb.OUT_RUNS])], lambda p: p[0].read_text()))
+    assert cb.run_check("sweep", tmp_path, reuse=True) == "fresh"
+    assert (tmp_path / "s.json.runs" / "mark").exists()
+    (tmp_path / "s.json").unlink()  # an interrupted sweep: its runs are there, the file is not
+    cb._DONE.clear()
+    assert cb.run_check("sweep", tmp_path, reuse=True) == "reused"
+    cb._DONE.clear()
+    assert cb.run_check("sweep", tmp_path, reuse=False) == "fresh"
+
+
+def test_group_frontier_check_rebuilds_the_table_from_its_json(tmp_path):
+    import group_frontier
+
+    mean = {**{k: 0.5 for k in group_frontier.METRICS}, "n_cohorts": 12, "value": 21.33}
+    rows = [{"cohorts": "given", "policy": "grpo", "label": "profit", "mean": mean,
+             "sd": {k: 0.1 for k in group_frontier.METRICS}}]
+    f = tmp_path / "group_frontier.json"
+    f.write_text(json.dumps({"rows": rows}))
+    table = cb.CHECKS["group-frontier"][1]([f])
+    assert table == group_frontier.markdown_table(rows)
+    assert table.splitlines()[2].startswith("| given (12) | profit | 21.33 ± 0.10 |"), table
