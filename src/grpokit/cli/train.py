@@ -123,7 +123,10 @@ def _print_business(summary: dict) -> None:
     if len(groups) > 4:  # many cohorts: the worst one and the fairness figures instead of one column each
         groups = []
         table.add_column("worst cohort", justify="right")
-        table.add_column("lowest cohort gain", justify="right")
+        gain_key = next((k for k in ("lowest_cohort_improvement_vs_no_offer", "lowest_cohort_improvement")
+                         if any(k in p for p in policies.values())), "lowest_cohort_improvement")
+        table.add_column("lowest cohort gain vs " + ("no offer" if gain_key.endswith("no_offer") else "random"),
+                         justify="right")
     for name, p in policies.items():
         row = [name, f"{p['value']:.3f}", f"{100 * p['share_of_oracle']:.1f} %" if "share_of_oracle" in p else ""]
         row += [f"{100 * p[k]:.1f} %" if p.get(k) is not None else "" for k, _ in lifts]
@@ -136,7 +139,7 @@ def _print_business(summary: dict) -> None:
             row += [("" if (p.get("per_group") or {}).get(g) is None else f"{p['per_group'][g]:.3f}") for g in groups]
         else:
             vals = [v for v in (p.get("per_group") or {}).values() if v is not None]
-            row += [f"{min(vals):.3f}" if vals else "", f"{p['lowest_cohort_improvement']:.3f}" if "lowest_cohort_improvement" in p else ""]
+            row += [f"{min(vals):.3f}" if vals else "", f"{p[gain_key]:.3f}" if p.get(gain_key) is not None else ""]
         table.add_row(*row)
     console.print(table)
     if lifts:
