@@ -64,6 +64,9 @@ def test_run_on_logs_learns_the_groups_examples_objective(tmp_path):
     assert learner["reward_components"] == ["reward", "relative_to_cohort_median", "cohort_percentile_rank"]
     assert learner["reward_weights"] == {"reward": 1.0, "relative_to_cohort_median": 0.5, "cohort_percentile_rank": 2.0}
     assert learner["improvement_reference"] == "0" and learner["dropped_components"] == ["peer_effect"]
+    # each component is logged on its own, in the run's metrics.jsonl (the learner's steps)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert len(rows) == 4 and all(f"reward/{k}" in rows[-1] for k in learner["reward_components"]), rows[-1]
 
 
 def test_run_on_logs_refuses_a_component_no_log_gives(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -415,7 +416,12 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         from grpokit.groups.scenario import with_cohorts
 
         scenario = with_cohorts(scenario, config.cohorts)  # [cohorts]: the same cohorts as a simulation run's
-        policy, train_summary = _learn_from_simulated_log(scenario, config, ab_log)
+        train_dir = out / "training"  # the log learner's metrics.jsonl and checkpoint, fresh for every run
+        if train_dir.exists():
+            shutil.rmtree(train_dir)
+        policy, train_summary = _learn_from_simulated_log(scenario, config, ab_log, out_dir=train_dir)
+        if (train_dir / "metrics.jsonl").exists():  # the run's metrics.jsonl: the learner's steps (reward/<name> too)
+            (out / "metrics.jsonl").write_text((train_dir / "metrics.jsonl").read_text())
     else:
         trainer = build_trainer(config, out, progress)
         trainer.summary_file = "train_summary.json"  # summary.json is this pipeline's, written last
@@ -691,12 +697,13 @@ def log_reward_spec(scenario_config, weights: dict, log_labels=None, action_name
     return {"components": mapped, "weights": w, "reference": reference, "dropped": dropped}
 
 
-def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
+def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None, out_dir=None):
     """Learn from logs, as a business without a simulator would, with ``grpokit learn``'s own learner
     (:func:`grpokit.offline.workflow.fit_policy_on_log`: encoder, cross-fitted GBM outcome model,
     the same default advantage and checks) on the A/B log the baselines see (``log``, default the
     simulated one). Returns a policy deciding from raw contexts and the trainer's summary
-    (with the learner's degeneration check and interference diagnostics)."""
+    (with the learner's degeneration check and interference diagnostics); ``out_dir``: where the
+    learner's trainer writes ``metrics.jsonl`` and its checkpoint."""
     from grpokit.offline.learn import RawFeaturePolicy, action_probabilities
     from grpokit.offline.workflow import DEFAULT_ADVANTAGE, _embedded, degeneration, fit_policy_on_log
 
@@ -713,7 +720,7 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None):
                            action_names=getattr(scenario, "action_names", None))
     grpo = grpo.model_copy(update={"reward_weights": spec["weights"]})
     fit = fit_policy_on_log(log, outcome_model="gbm", config=grpo, policy_config=config.policy,
-                            seed=cfg.seed, reward_components=spec["components"],
+                            seed=cfg.seed, out_dir=out_dir, reward_components=spec["components"],
                             improvement_reference=spec["reference"])
     labels = list(getattr(scenario, "action_names", None) or range(log.n_actions))
     summary = dict(fit.summary)
