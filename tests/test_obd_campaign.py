@@ -81,3 +81,21 @@ def test_mismatched_item_counts_are_named(tmp_path):
     prior.write_text(json.dumps({"alpha": [1.0] * 80, "beta": [1.0] * 80}))
     with pytest.raises(ValueError, match="80 items but the campaign's logs have 46"):
         load_bts_prior(tmp_path, "women", 46)
+
+
+def test_obd_learn_on_a_46_item_campaign(tmp_path):
+    # the real women campaign's size: learn end to end (encoder, outcome model, GRPO over 46 items, OPE)
+    _write_campaign(tmp_path, "women", 46, n=900, behavior="random")
+    _write_campaign(tmp_path, "women", 46, n=900, behavior="bts", seed=1)
+    out = tmp_path / "l.json"
+    r = CliRunner().invoke(app, ["obd", "learn", "--root", str(tmp_path), "--campaign", "women", "--json", str(out),
+                                 "--outcome-model", "linear", "--set", "grpo.steps=5", "--set", "grpo.batch_size=32"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["campaign"] == "women" and res["n_train"] + res["n_test"] == 900 and res["training"]["steps"] == 5
+    assert 1 <= res["policy_concentration"]["distinct_top_items"] <= 46
+    for name in ("grpo", "random", "bts"):
+        p = res["policies"][name]
+        assert np.isfinite(p["value"]) and p["ci_low"] <= p["value"] <= p["ci_high"], (name, p)
+    # the uniform logger's value is the test half's mean click (its propensities are 1/46)
+    assert 0 < res["policies"]["random"]["value"] < 1
