@@ -66,3 +66,31 @@ def test_bad_reference_is_named():
         load_config("examples/marketing.toml", ["scenario.improvement_reference='50% off'"])
     with pytest.raises(ConfigError, match="reward_components"):
         load_config("examples/marketing.toml", ["scenario.reward_components=['profit', 'rank_in_cohort']"])
+
+
+def test_components_by_hand_inside_a_training_run(tmp_path):
+    # the batch the trainer scores at each step: relative_to_cohort_median = improvement − its cohort's median and
+    # cohort_percentile_rank = scipy's mean percentile of the improvement among the cohort's sampled decisions
+    cfg = load_config("examples/marketing.toml", [
+        "scenario.reward_components=['profit', 'improvement', 'relative_to_cohort_median', 'cohort_percentile_rank']",
+        "grpo.reward_weights={profit = 1.0, improvement = 0.0, relative_to_cohort_median = 0.5, cohort_percentile_rank = 2.0}",
+        "grpo.steps=3", "grpo.batch_size=64", "grpo.eval_size=128"])
+    trainer = build_trainer(cfg, tmp_path)
+    steps = []
+    orig = trainer.advantages
+
+    def spy(contexts, rewards):
+        steps.append((contexts.group.cpu().numpy().copy(), {k: v.detach().cpu().numpy().copy() for k, v in rewards.items()}))
+        return orig(contexts, rewards)
+
+    trainer.advantages = spy
+    trainer.train()
+    assert len(steps) == 3
+    for g, rw in steps:
+        imp = rw["improvement"]
+        assert imp.shape == (64, cfg.grpo.group_size)
+        for c in np.unique(g):
+            vals = imp[g == c].ravel()
+            np.testing.assert_allclose(rw["relative_to_cohort_median"][g == c], imp[g == c] - np.median(vals), atol=1e-4)
+            want = [percentileofscore(vals, v, kind="mean") / 100 for v in vals]
+            np.testing.assert_allclose(rw["cohort_percentile_rank"][g == c].ravel(), want, atol=1e-6)
