@@ -91,7 +91,7 @@ def test_learn_with_the_groups_config_learns_its_objective(tmp_path):
     assert "peer_effect" in r.output and "left out" in r.output
     s = json.loads((out / "summary.json").read_text())
     assert s["reward_components"] == ["reward", "relative_to_cohort_median", "cohort_percentile_rank"]
-    assert s["improvement_reference"] == "0"
+    assert s["improvement_reference"] == "0" and s["environment"]["packages"]["scikit-learn"]
     # an explicit reference wins over the config's scenario.improvement_reference
     r = runner.invoke(app, ["learn", "--log", str(log), "--config", EXAMPLE, "--out", str(tmp_path / "l2"),
                             "--store", str(tmp_path / "s.duckdb"), "--outcome-model", "linear", "--no-progress",
@@ -109,5 +109,6 @@ def test_run_table_says_what_the_lowest_cohort_gain_is_measured_against(tmp_path
     assert r.exit_code == 0, r.output
     assert "lowest cohort gain vs no offer" in r.output, r.output
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["environment"]["packages"]["numpy"] and s["environment"]["torch_threads"] >= 1  # what it ran on
     line = next(ln for ln in r.output.splitlines() if ln.strip().startswith("│ grpo ") or ln.strip().startswith("grpo "))
     assert f"{s['policies']['grpo']['lowest_cohort_improvement_vs_no_offer']:.3f}" in line, line

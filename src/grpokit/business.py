@@ -19,6 +19,7 @@ import torch
 
 from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
+from grpokit.environment import environment_info
 from grpokit.evaluation.values import evaluate_actions
 from grpokit.runner import build_trainer
 from grpokit.scenarios.base import Contexts, Scenario
@@ -491,6 +492,7 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         "ab_log": log_info,
         "lift_references": {"no_offer": "no_offer" if "no_offer" in policies else None, "current": current_name},
         "policies": policies,
+        "environment": environment_info(),
     }
     if segments is not None:
         summary["segments"] = segments

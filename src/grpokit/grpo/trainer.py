@@ -22,6 +22,7 @@ from torch import Tensor
 
 from grpokit.atomic import atomic_write, atomic_write_json, atomic_write_text
 from grpokit.config import GRPOConfig
+from grpokit.environment import environment_info
 from grpokit.evaluation.values import evaluate_policy, oracle_values, steps_to_fraction
 from grpokit.grpo.advantages import make_advantage
 from grpokit.grpo.cover import cover_actions, cover_advantages, cover_weights, per_action_mean
@@ -548,6 +549,7 @@ class GRPOTrainer:
                 metrics_file.close()
         elapsed = time.perf_counter() - start_time
         summary = self.summary(elapsed=elapsed, steps_run=self.step - start_step)
+        summary["environment"] = environment_info()
         if self.out_dir is not None:
             atomic_write_json(self.out_dir / self.summary_file, summary)
         return summary

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from grpokit.config import GRPOConfig, PolicyConfig
+from grpokit.environment import environment_info
 from grpokit.offline.estimators import _Prepared
 from grpokit.offline.gate import deployment_gate
 from grpokit.offline.learn import action_probabilities, learn_from_outcome_model
@@ -427,6 +428,7 @@ def learn_from_log(
         "grpo_config": config.model_dump(mode="json"),
         "reward_components": list(reward_components or []) or ["reward"],
         "improvement_reference": improvement_reference if reward_components else None,
+        "environment": environment_info(),
     }
     eval_log = ho if ho is not None else tr
     x_ev = encoder.transform(eval_log.feature_frame())

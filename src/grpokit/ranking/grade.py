@@ -37,6 +37,7 @@ import torch
 
 from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
+from grpokit.environment import environment_info
 from grpokit.grpo.trainer import GRPOTrainer
 from grpokit.ranking.composite import composite_objective, holdout_scores, paired_se, select_prior_weight
 from grpokit.runner import build_policy
@@ -341,6 +342,7 @@ def run_fusion(config: RunConfig, out_dir: str | Path, *, progress: bool = False
     summary = {
         "scenario": "search",
         "seconds": time.perf_counter() - t_start,
+        "environment": environment_info(),
         "training": {name: {k: v for k, v in r.items() if k != "stage1"} | (
             {"stage1_ndcg_before": r["stage1"]["ndcg_before"], "stage1_ndcg_after": r["stage1"]["ndcg_after"]}
             if r.get("stage1") else {}) for name, r in runs.items()},
