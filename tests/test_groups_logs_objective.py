@@ -100,12 +100,14 @@ def test_learn_with_the_groups_config_learns_its_objective(tmp_path):
     assert json.loads((tmp_path / "l2" / "summary.json").read_text())["improvement_reference"] == "logged"
 
 
-def test_run_table_says_what_the_lowest_cohort_gain_is_measured_against(tmp_path):
+def test_run_table_says_what_the_lowest_cohort_gain_is_measured_against(tmp_path, monkeypatch):
+    from grpokit.cli._common import console
+
+    monkeypatch.setattr(console, "width", 300)  # one line per table row, headers unwrapped
     r = runner.invoke(app, ["run", "examples/marketing.toml", "--out", str(tmp_path / "run"),
                             "--store", str(tmp_path / "s.duckdb"), "--no-progress", *SMALL,
                             "--set", "evaluation.pilot=false", "--set", "evaluation.eval_size=1000",
-                            "--set", "evaluation.log_size=1000", "--set", 'evaluation.baselines=["random"]'],
-                      env={"COLUMNS": "300"})
+                            "--set", "evaluation.log_size=1000", "--set", 'evaluation.baselines=["random"]'])
     assert r.exit_code == 0, r.output
     assert "lowest cohort gain vs no offer" in r.output, r.output
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
