@@ -76,7 +76,7 @@ bench-llm: $(STAMP_ALL)
 	$(BIN)/grpokit bench llm-preferences --json runs/bench/llm_preferences.json --quick --seeds 3
 	$(BIN)/python benchmarks/llm_overhead.py --steps 30 --repeats 4 --json runs/bench/llm_overhead.json
 
-## rerun the tables of BENCHMARKS.md marked bench-check from their commands and compare (11 business runs, 20 fusion runs, 5 preference benchmark files, 13 OBD runs when ../shared has the data, the coverage script, the 48-run group-relative frontier (~5 min): hours, the fusion runs alone 3-19 min each on 2 shared cores)
+## rerun the tables of BENCHMARKS.md marked bench-check from their commands and compare (11 business runs, 20 fusion runs, 5 preference benchmark files, 13 OBD runs when ../shared has the data, the coverage script, the 48-run group-relative frontier (~5 min), the learn-defaults sweeps (~8 min): hours, the fusion runs alone 3-19 min each on 2 shared cores)
 bench-check: $(STAMP)
 	$(BIN)/python benchmarks/check_benchmarks.py
 

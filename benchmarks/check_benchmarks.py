@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import business_table  # noqa: E402
 import fusion_table  # noqa: E402
 import group_frontier  # noqa: E402
+import learn_defaults  # noqa: E402
 import obd_table  # noqa: E402
 import preferences_table  # noqa: E402
 
@@ -136,6 +137,23 @@ CHECKS = {
         [("group_frontier.json", ["benchmarks/group_frontier.py", "--seeds", "0", "1", "2", "--jobs", "2",
                                   "--runs", OUT_RUNS, "--json", OUT])],
         lambda paths: group_frontier.markdown_table(json.loads(Path(paths[0]).read_text())["rows"]),
+    ),
+    # learning from a log, the default advantage (own-data log, 5 seeds) and the marketing arms (spillover 0 and 0.3)
+    "learn-defaults-own": (
+        [("learn_defaults.json", ["benchmarks/learn_defaults.py", "--seeds", "0", "1", "2", "3", "4", "--out", OUT])],
+        lambda paths: learn_defaults.own_data_table(json.loads(Path(paths[0]).read_text()), {"grpo": "**grpo**"}),
+    ),
+    "learn-defaults-marketing": (
+        [("ld_mk.json", ["benchmarks/learn_defaults.py", "--setting", "marketing", "--seeds", "0", "1", "2", "3", "4",
+                         "--out", OUT]),
+         ("ld_mk_spill.json", ["benchmarks/learn_defaults.py", "--setting", "marketing", "--spillover", "0.3",
+                               "--seeds", "0", "1", "2", "--out", OUT])],
+        lambda paths: learn_defaults.marketing_table([
+            (json.loads(Path(paths[0]).read_text()),
+             {"grpo": "**grpo**", "pgrpo (cohort groups)": "pgrpo (cohort groups; the example's setting, so `run --set "
+                                                           "evaluation.train_on=logs`)"}),
+            (json.loads(Path(paths[1]).read_text()),
+             {"pgrpo + interference": "pgrpo + interference (cohort treated share + peer credit)"})]),
     ),
     "obd-learn": (
         [(f"obd_learn_gbm_s{s}.json", ["obd", "learn", "--root", _OBD, "--campaign", "all", "--json", OUT, "--seed", str(s)])

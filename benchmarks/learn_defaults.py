@@ -175,6 +175,29 @@ def run_marketing(seeds: list[int], spillover: float, eval_size: int, steps: int
     return results
 
 
+def own_data_table(res: dict, labels: dict | None = None) -> str:
+    """The own-data table: per advantage the 5-seed means (``labels`` renames arms, e.g. to bold one)."""
+    labels = labels or {}
+    lines = ["| advantage | true profit / customer | gap closed (single -> oracle) | share of oracle | largest decision share |",
+             "| --- | --- | --- | --- | --- |"]
+    for arm, m in res["mean"].items():
+        lines.append(f"| {labels.get(arm, arm)} | {m['true_value']:.3f} | {m['gap_closed']:+.2f} | "
+                     f"{m['share_of_oracle']:.3f} | {100 * m['top_share']:.0f} % |")
+    return "\n".join(lines)
+
+
+def marketing_table(results: list[tuple[dict, dict]]) -> str:
+    """The marketing table over one or more runs (``[(result, {arm: label})]``, e.g. spillover 0 and
+    0.3): per arm the share of the oracle's lift over no offer, mean ± sd, range and per seed."""
+    lines = ["| learner arm | spillover | mean ± sd | min - max | per seed |", "| --- | --- | --- | --- | --- |"]
+    for res, labels in results:
+        for arm, m in res["summary"].items():
+            lines.append(f"| {labels.get(arm, arm)} | {res['spillover']:g} | {100 * m['lift_share_mean']:.1f} % ± "
+                         f"{100 * m['lift_share_sd']:.1f} | {100 * m['lift_share_min']:.1f} - "
+                         f"{100 * m['lift_share_max']:.1f} % | " + ", ".join(f"{100 * x:.1f}" for x in m["per_seed"]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -191,22 +214,13 @@ def main() -> None:
         res = run_marketing(a.seeds, a.spillover, a.eval_size, a.marketing_steps)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(res, indent=2))
-        print("\n| learner arm | share of the oracle's lift over no offer: mean ± sd | min - max | per seed |")
-        print("| --- | --- | --- | --- |")
-        for arm, m in res["summary"].items():
-            print(f"| {arm} | {100 * m['lift_share_mean']:.1f} % ± {100 * m['lift_share_sd']:.1f} | "
-                  f"{100 * m['lift_share_min']:.1f} - {100 * m['lift_share_max']:.1f} % | "
-                  + ", ".join(f"{100 * x:.1f}" for x in m["per_seed"]) + " |")
+        print("\nshare of the oracle's lift over no offer\n" + marketing_table([(res, {})]))
         print(f"written to {a.out}")
         return
     res = run(a.seeds, a.rows, a.steps, a.outcome_model)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2))
-    print("\n| advantage | true profit / customer | gap closed (single -> oracle) | share of oracle | largest decision share |")
-    print("| --- | --- | --- | --- | --- |")
-    for arm, m in res["mean"].items():
-        print(f"| {arm} | {m['true_value']:.3f} | {m['gap_closed']:+.2f} | {m['share_of_oracle']:.3f} | "
-              f"{100 * m['top_share']:.0f} % |")
+    print("\n" + own_data_table(res))
     print(f"written to {a.out}")
 
 

@@ -193,3 +193,14 @@ def test_group_frontier_check_rebuilds_the_table_from_its_json(tmp_path):
     table = cb.CHECKS["group-frontier"][1]([f])
     assert table == group_frontier.markdown_table(rows)
     assert table.splitlines()[2].startswith("| given (12) | profit | 21.33 ± 0.10 |"), table
+
+
+def test_learn_defaults_tables_from_their_json():
+    import learn_defaults
+
+    own = {"mean": {"grpo": {"true_value": 4.09125, "gap_closed": 0.6858, "share_of_oracle": 0.96117, "top_share": 0.5666}}}
+    assert learn_defaults.own_data_table(own, {"grpo": "**grpo**"}).splitlines()[2] == "| **grpo** | 4.091 | +0.69 | 0.961 | 57 % |"
+    mk = {"spillover": 0.3, "summary": {"grpo": {"lift_share_mean": 0.7975, "lift_share_sd": 0.0416, "lift_share_min": 0.749,
+                                                 "lift_share_max": 0.825, "per_seed": [0.749, 0.821, 0.825]}}}
+    row = learn_defaults.marketing_table([(mk, {})]).splitlines()[2]
+    assert row == "| grpo | 0.3 | 79.8 % ± 4.2 | 74.9 - 82.5 % | 74.9, 82.1, 82.5 |", row
