@@ -192,3 +192,10 @@ def test_run_summary_reports_the_multiplier_path(tmp_path):
     assert b["eval_spend"] > 0 and b["eval_spend_over_budget"] == pytest.approx(b["eval_spend"] / 1.0)
     cal = b["calibration"]  # the deployed spend's calibration, on its own batch (not the evaluation population)
     assert b["spend_tracked"] == "sampled" and cal["size"] == 200_000 and cal["spend"] <= 1.0 and cal["feasible"]
+    # the report shows it: the budget, the evaluated spend, the calibration and the multiplier's path as a chart
+    page = (out / "report.html").read_text()
+    start = page.index("<h2>Budget</h2>")
+    section = page[start:page.index("<h2>", start + 1)]
+    assert "the multiplier" in section and "spend per unit against the budget" in section
+    assert f"{b['eval_spend'] / 1.0 - 1:+.1%}" in section and f"{cal['offset']:+.3f}" in section
+    assert section.count("<polyline") == 4, "λ, tracked spend, deployed spend and the budget line"

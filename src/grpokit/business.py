@@ -566,12 +566,46 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         notes.append(_cohorts_note(summary["cohorts"], contexts))
     if summary.get("off_policy_assumption", {}).get("broken"):
         notes.append(summary["off_policy_assumption"]["text"])
+    sections = [("Budget", _budget_section(summary["budget"], rows))] if summary.get("budget") else None
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
-                 assignment=summary["assignment"], explanation=explanation, notes=notes,
+                 assignment=summary["assignment"], explanation=explanation, notes=notes, sections=sections,
                  headline=business_headline(summary), value_label="true expected value per unit")
     summary["report"] = str(out / "report.html")
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _budget_section(budget: dict, rows: list[dict]) -> str:
+    """The report's budget section: the allowed and evaluated spend, the calibration, and two charts
+    from ``metrics.jsonl``: the multiplier λ per step and the tracked spend against the budget."""
+    import html as _html
+
+    from grpokit.evaluation.report import fmt_num, line_chart_svg
+
+    b = budget["budget"]
+    text = [f"allowed spend per unit {fmt_num(b)}"]
+    if budget.get("eval_spend") is not None:
+        text.append(f"spend of the trained policy on the evaluation population {fmt_num(budget['eval_spend'])} "
+                    f"({budget['eval_spend'] / b - 1:+.1%} of the budget)" if b else "")
+    cal = budget.get("calibration") or {}
+    if cal.get("offset") is not None:
+        text.append(f"final calibration on {cal.get('size', 0):,} held-out units: output offset {cal['offset']:+.3f}, "
+                    f"spend {fmt_num(cal.get('spend_before'))} → {fmt_num(cal.get('spend'))}")
+    if budget.get("lambda") is not None:
+        text.append(f"multiplier λ at the end {fmt_num(budget['lambda'])} (reward = profit − λ·spend; "
+                    f"the trainer tracks the {budget.get('spend_tracked', 'sampled')} spend)")
+    parts = ["<p class='note'>" + "; ".join(_html.escape(t) for t in text if t) + "</p>"]
+    lam = [(r["step"], r["budget/lambda"]) for r in rows if "budget/lambda" in r]
+    if lam:
+        parts.append(line_chart_svg({"multiplier λ": lam}, title="the multiplier's path", width=760, height=200))
+    spend = {name: [(r["step"], r[key]) for r in rows if key in r]
+             for name, key in (("spend (tracked)", "budget/spend"), ("spend (deployed, before the calibration)", "budget/deployed_spend"))}
+    spend = {k: v for k, v in spend.items() if v}
+    if spend:
+        steps = [p[0] for v in spend.values() for p in v]
+        spend["budget"] = [(min(steps), b), (max(steps), b)]
+        parts.append(line_chart_svg(spend, title="spend per unit against the budget", width=760, height=200))
+    return "".join(parts)
 
 
 def business_headline(summary: dict, policy: str = "grpo") -> list[str]:
