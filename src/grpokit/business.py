@@ -599,7 +599,8 @@ def _budget_section(budget: dict, rows: list[dict]) -> str:
     if lam:
         parts.append(line_chart_svg({"multiplier λ": lam}, title="the multiplier's path", width=760, height=200))
     spend = {name: [(r["step"], r[key]) for r in rows if key in r]
-             for name, key in (("spend (tracked)", "budget/spend"), ("spend (deployed, before the calibration)", "budget/deployed_spend"))}
+             for name, key in (("spend (tracked)", "budget/spend"),
+                               ("spend (deployed, before the calibration)", "budget/deployed_spend"))}
     spend = {k: v for k, v in spend.items() if v}
     if spend:
         steps = [p[0] for v in spend.values() for p in v]
