@@ -196,6 +196,6 @@ def test_run_summary_reports_the_multiplier_path(tmp_path):
     page = (out / "report.html").read_text()
     start = page.index("<h2>Budget</h2>")
     section = page[start:page.index("<h2>", start + 1)]
-    assert "the multiplier" in section and "spend per unit against the budget" in section
+    assert "multiplier λ at the end" in section and "spend per unit against the budget" in section
     assert f"{b['eval_spend'] / 1.0 - 1:+.1%}" in section and f"{cal['offset']:+.3f}" in section
     assert section.count("<polyline") == 4, "λ, tracked spend, deployed spend and the budget line"

@@ -57,3 +57,16 @@ def test_schedule_settings_are_checked():
         load_config(None, ['grpo.lr_schedule="exponential"'])
     with pytest.raises(ConfigError, match="lr_final_fraction"):
         load_config(None, ["grpo.lr_final_fraction=1.5"])
+
+
+def test_a_constant_run_resumed_from_a_decayed_checkpoint_takes_the_configs_lr(tmp_path):
+    # a run trained with a linear decay, resumed (more steps) with lr_schedule = constant: Adam's step size is the
+    # config's lr again, not the decayed one stored in the optimizer's checkpoint
+    cfg = load_config("examples/marketing.toml", ["grpo.steps=4", "grpo.batch_size=32", "grpo.eval_size=64",
+                                                  'grpo.lr_schedule="linear"', "grpo.lr=0.01", 'grpo.device="cpu"'])
+    build_trainer(cfg, tmp_path).train()
+    more = load_config("examples/marketing.toml", ["grpo.steps=6", "grpo.batch_size=32", "grpo.eval_size=64",
+                                                   "grpo.lr=0.01", 'grpo.device="cpu"'])
+    trainer = build_trainer(more, tmp_path)
+    trainer.train()
+    assert trainer.step == 6 and all(g["lr"] == 0.01 for g in trainer.optimizer.param_groups)

@@ -419,6 +419,11 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         scenario = with_cohorts(scenario, config.cohorts)  # [cohorts]: the same cohorts as a simulation run's
         train_dir = out / "training"  # the log learner's metrics.jsonl and checkpoint, fresh for every run
         if train_dir.exists():
+            foreign = sorted(p.name for p in train_dir.iterdir()
+                             if p.name not in _TRAINING_FILES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+            if foreign or not train_dir.is_dir():
+                raise ValueError(f"{train_dir} holds files a log-trained run does not write ({', '.join(foreign[:5])}"
+                                 f"{', ...' if len(foreign) > 5 else ''}): move them or choose another --out")
             shutil.rmtree(train_dir)
         policy, train_summary = _learn_from_simulated_log(scenario, config, ab_log, out_dir=train_dir)
         if (train_dir / "metrics.jsonl").exists():  # the run's metrics.jsonl: the learner's steps (reward/<name> too)
@@ -566,6 +571,10 @@ def run_business(config: RunConfig, out_dir: str | Path, *, progress: bool = Fal
         notes.append(_cohorts_note(summary["cohorts"], contexts))
     if summary.get("off_policy_assumption", {}).get("broken"):
         notes.append(summary["off_policy_assumption"]["text"])
+    dropped = (summary.get("learner") or {}).get("dropped_components")
+    if dropped:
+        notes.append(f"learned from the log without the reward components {dropped} (a log's reward is the unit's own "
+                     "profit: a unit-randomized log does not identify a peer effect; it is 0 at spillover 0)")
     sections = [("Budget", _budget_section(summary["budget"], rows))] if summary.get("budget") else None
     write_report(out / "report.html", title=f"grpokit run: {scenario.name}", summary=summary, curves=curves,
                  assignment=summary["assignment"], explanation=explanation, notes=notes, sections=sections,
@@ -586,7 +595,7 @@ def _budget_section(budget: dict, rows: list[dict]) -> str:
     text = [f"allowed spend per unit {fmt_num(b)}"]
     if budget.get("eval_spend") is not None:
         text.append(f"spend of the trained policy on the evaluation population {fmt_num(budget['eval_spend'])} "
-                    f"({budget['eval_spend'] / b - 1:+.1%} of the budget)" if b else "")
+                    f"({budget['eval_spend'] / b - 1:+.1%} vs the budget)" if b else "")
     cal = budget.get("calibration") or {}
     if cal.get("offset") is not None:
         text.append(f"final calibration on {cal.get('size', 0):,} held-out units: output offset {cal['offset']:+.3f}, "
@@ -690,6 +699,8 @@ def _interference_note(scenario: Scenario) -> dict:
                     "cohort-randomized pilot"}
 
 
+#: what a log-trained run writes in OUT/training (the learner's trainer): removed before the next run there
+_TRAINING_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json")
 #: a scenario's reward components in the log learner's terms (the A/B log's reward is the profit)
 LOG_COMPONENTS = {"profit": "reward", "improvement": "improvement",
                   "relative_to_cohort_median": "relative_to_cohort_median", "cohort_percentile_rank": "cohort_percentile_rank"}
@@ -702,36 +713,62 @@ def log_reward_spec(scenario_config, weights: dict, log_labels=None, action_name
 
     ``profit`` → ``reward`` (r̂, the outcome model's predicted profit); ``improvement``,
     ``relative_to_cohort_median`` and ``cohort_percentile_rank`` keep their names and formulas, with
-    the improvement measured from r̂ against ``scenario.improvement_reference`` (an action label, e.g.
-    "none"); ``peer_effect`` is left out (``dropped``). Returns ``{"components", "weights",
-    "reference", "dropped"}``; ``components`` is None when the objective is r̂ alone. A reference
-    named by the scenario's action (``action_names``, default its offers' names) becomes the log's
-    label of that action (``log_labels``, e.g. "0" in a coded log). Raises a ValueError naming a
-    component no log reward can give (revenue, cost, spend, ...)."""
-    names = list(getattr(scenario_config, "reward_components", None) or ["profit"])
-    reference = getattr(scenario_config, "improvement_reference", "control")
+    the improvement measured from r̂ against ``scenario.improvement_reference`` (an action, e.g.
+    "none", resolved by :func:`log_reference`); ``peer_effect`` is left out (``dropped``). Returns
+    ``{"components", "weights", "reference", "reference_action", "dropped"}``; ``components`` is None
+    when the objective is r̂ alone. Raises a ValueError naming a component no log reward can give
+    (revenue, cost, spend, ...)."""
+    names = getattr(scenario_config, "reward_components", None) or ["profit"]
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"scenario.reward_components {names!r} is not a list of component names")
+    names = list(names)
     dropped = [n for n in names if n in LOG_DROPPED]
     bad = [n for n in names if n not in LOG_COMPONENTS and n not in LOG_DROPPED]
     if bad:
         raise ValueError(f"scenario.reward_components {bad} cannot be learned from a log (its reward is the profit): "
-                         f"evaluation.train_on = \"logs\" learns from {sorted(LOG_COMPONENTS)}; remove them")
+                         f"a log learner (grpokit learn, or grpokit run with evaluation.train_on = \"logs\") learns "
+                         f"from {sorted(LOG_COMPONENTS)}; remove them")
     unknown = sorted(set(weights) - set(names))
     if unknown:
         raise ValueError(f"grpo.reward_weights: unknown component{'s' if len(unknown) > 1 else ''} {unknown}; "
-                         f"the reward components are {names}")
+                         f"the scenario's reward components are {names}")
     mapped = [LOG_COMPONENTS[n] for n in names if n in LOG_COMPONENTS]
     if not mapped:
         raise ValueError(f"scenario.reward_components {names}: nothing a log can give (add \"profit\")")
     w = {LOG_COMPONENTS[k]: v for k, v in weights.items() if k in LOG_COMPONENTS}
     if mapped == ["reward"]:  # r̂ as one number: the learner's plain path
-        return {"components": None, "weights": {}, "reference": "control", "dropped": dropped}
+        return {"components": None, "weights": {}, "reference": "control", "reference_action": None, "dropped": dropped}
+    action = str(getattr(scenario_config, "improvement_reference", "control"))
+    return {"components": mapped, "weights": w, "dropped": dropped, "reference_action": action,
+            "reference": log_reference(action, scenario_config, log_labels, action_names)}
+
+
+def log_reference(reference: str, scenario_config=None, log_labels=None, action_names=None) -> str:
+    """``reference`` as the log learner takes it: "control" / "logged" / a label of the log as given; a
+    scenario's action name (``action_names``, default its offers' names) becomes that action's label
+    in the log (``log_labels``; a coded log: its code, e.g. "10% off" → "2")."""
     reference = str(reference)
     names = [str(a) for a in (action_names if action_names is not None
                               else [o.name for o in getattr(scenario_config, "offers", None) or []])]
     labels = [str(a) for a in log_labels] if log_labels is not None else None
     if labels is not None and reference not in labels and reference in names and len(names) == len(labels):
-        reference = labels[names.index(reference)]  # the action's label in this log (a coded log: its code)
-    return {"components": mapped, "weights": w, "reference": reference, "dropped": dropped}
+        return labels[names.index(reference)]
+    return reference
+
+
+def names_scenario_objective(scenario_config, weights: dict) -> bool:
+    """Whether ``weights`` (with ``scenario_config``) describe a scenario's objective rather than the log
+    learner's: some weight names a scenario-only component (profit, peer_effect, ...), or the
+    scenario names group-relative components and every weight is one of its components."""
+    from grpokit.offline.learn import LEARN_COMPONENTS
+    from grpokit.rewards.components import GROUP_RELATIVE
+
+    names = getattr(scenario_config, "reward_components", None)
+    if not isinstance(names, (list, tuple)):
+        return bool(set(weights) - set(LEARN_COMPONENTS))
+    if set(weights) - set(LEARN_COMPONENTS):
+        return True
+    return any(n in GROUP_RELATIVE for n in names) and set(weights) <= set(names)
 
 
 def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None, out_dir=None):
@@ -768,6 +805,7 @@ def _learn_from_simulated_log(scenario: Scenario, config: RunConfig, log=None, o
                           "interference": fit.interference,
                           "reward_components": spec["components"] or ["reward"], "reward_weights": spec["weights"],
                           "improvement_reference": spec["reference"] if spec["components"] else None,
+                          "improvement_reference_action": spec["reference_action"],
                           "dropped_components": spec["dropped"]}
     return RawFeaturePolicy(fit.policy, fit.encoder), summary
 

@@ -112,8 +112,8 @@ class GRPOConfig(_Strict):
     batch_size: Int = Field(256, ge=1)  #: B contexts per step
     group_size: Int = Field(4, ge=2)  #: G sampled actions per context
     lr: Real = Field(3e-3, gt=0, le=1)  #: Adam step size (above 1 is never meant)
-    #: step size over the run, t = step / steps: constant lr, "linear" lr·(1 − (1 − f)·t) or "cosine"
-    #: lr·(f + (1 − f)·(1 + cos πt)/2), with f = lr_final_fraction
+    #: step size over the run, t = step / (steps − 1) for the 0-based update index (first update lr, last lr·f):
+    #: constant lr, "linear" lr·(1 − (1 − f)·t) or "cosine" lr·(f + (1 − f)·(1 + cos πt)/2), f = lr_final_fraction
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     lr_final_fraction: Real = Field(0.0, ge=0, le=1)  #: f: the last step's lr as a fraction of lr
     num_iterations: Int = Field(1, ge=1)  #: optimizer passes over each sampled batch

@@ -109,12 +109,6 @@ def _check_outcome(kind: str, backend: str) -> None:
 
 
 
-def _learn_component_names() -> tuple[str, ...]:
-    from grpokit.offline.learn import LEARN_COMPONENTS
-
-    return LEARN_COMPONENTS
-
-
 def _learn_weights(grpo, weight_sets: list[str]):
     """``grpo`` with the reward weights of the ``--set grpo.reward_weights...`` overrides (numbers checked)."""
     from pydantic import ValidationError
@@ -168,7 +162,8 @@ def learn(
     from grpokit.offline.workflow import learn_from_log
 
     _check_outcome(outcome_model, outcome_backend)
-    # grpo.reward_weights name learn's components (checked by learn itself), not a scenario's
+    # --set grpo.reward_weights... are merged after the load: they may name learn's components or, with a run
+    # config's scenario objective, the scenario's (translated below)
     weight_sets = [s for s in (set_ or []) if s.split("=", 1)[0].strip().startswith("grpo.reward_weights")]
     cfg = _load(config_file, [f"grpo.seed={seed}", 'grpo.device="cpu"', *[s for s in (set_ or []) if s not in weight_sets]])
     grpo = cfg.grpo
@@ -181,23 +176,37 @@ def learn(
               "or choose another --out")
     _writable(out, "--out")
     data = _read(log, dataset, store, schema, features)
-    if components is None and config_file is not None and set(grpo.reward_weights) - set(_learn_component_names()):
-        # the config's weights name a scenario's components (profit, peer_effect, ...): learn them in r̂'s terms
-        from grpokit.business import log_reward_spec
+    from grpokit.business import log_reference, log_reward_spec, names_scenario_objective
 
+    labels = data.action_labels or range(data.n_actions)
+    merged = _learn_weights(grpo, weight_sets) if weight_sets else grpo  # the file's weights with --set's
+    scenario_objective = config_file is not None and names_scenario_objective(cfg.scenario, dict(merged.reward_weights))
+    if scenario_objective and components is None:
+        # the file describes a scenario's objective (profit, peer_effect, group-relative parts): learn it in r̂'s terms
         try:
-            spec = log_reward_spec(cfg.scenario, dict(grpo.reward_weights),
-                                   log_labels=data.action_labels or range(data.n_actions))
+            spec = log_reward_spec(cfg.scenario, dict(merged.reward_weights), log_labels=labels)
         except ValueError as err:
             _fail(f"{config_file}: {err}")
-        components, grpo = spec["components"], grpo.model_copy(update={"reward_weights": spec["weights"]})
+        components, grpo = spec["components"], merged.model_copy(update={"reward_weights": spec["weights"]})
         if improvement_reference is None and components:
             improvement_reference = spec["reference"]
         if spec["dropped"]:
-            console.print(f"[yellow]{config_file}: reward components {spec['dropped']} left out (a log's reward is "
-                          "the unit's own profit; see --interference for peer effects)[/]")
+            console.print(f"[yellow]{escape(str(config_file))}: reward components {spec['dropped']} left out (a log's "
+                          "reward is the unit's own profit; see --interference for peer effects)[/]")
+        if components:
+            console.print(f"learning {escape(str(config_file))}'s objective from the log: {components} with weights "
+                          f"{spec['weights'] or '1 each'}, improvement against {spec['reference_action']!r}")
+    elif scenario_objective:  # --reward-components names learn's parts: the file's scenario-named weights do not apply
+        named = sorted(set(cfg.grpo.reward_weights))
+        console.print(f"[yellow]{escape(str(config_file))}'s grpo.reward_weights {named} name the scenario's components; "
+                      "with --reward-components only the weights given with --set apply (a missing weight is 1)[/]")
+        grpo = _learn_weights(grpo.model_copy(update={"reward_weights": {}}), weight_sets) if weight_sets else \
+            grpo.model_copy(update={"reward_weights": {}})
+    else:
+        grpo = merged
+    if improvement_reference is not None and config_file is not None:
+        improvement_reference = log_reference(improvement_reference, cfg.scenario, labels)  # an offer name → its code
     improvement_reference = improvement_reference or "control"
-    grpo = _learn_weights(grpo, weight_sets) if weight_sets else grpo
     try:
         summary = learn_from_log(
             data, out, outcome_model=outcome_model, outcome_backend=outcome_backend, config=grpo, policy_config=cfg.policy, seed=seed,

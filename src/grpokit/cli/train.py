@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from grpokit.cli._common import (
@@ -145,6 +146,12 @@ def _print_business(summary: dict) -> None:
     if lifts:
         console.print("lift / X: the share of the oracle's lift over X that a policy captures, (V − V_X) / (V_oracle − V_X); "
                       "none = no offer for anyone (docs/business.md)")
+    learner = summary.get("learner") or {}
+    if learner.get("dropped_components"):
+        console.print(f"learned from the log without the reward components {learner['dropped_components']} (a log's "
+                      "reward is the unit's own profit; docs/business.md, \"A scenario's objective, learned from a log\")")
+    if summary.get("off_policy_assumption", {}).get("broken"):
+        console.print(f"note: {escape(summary['off_policy_assumption']['text'])}")
     if "pilot" in summary:
         pl = summary["pilot"]
         console.print(f"pilot, design {pl.get('design', 'welch')} ({pl['cohorts_new']} cohorts new vs "

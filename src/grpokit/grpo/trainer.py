@@ -229,8 +229,9 @@ class GRPOTrainer:
     # -- one step -------------------------------------------------------------------------------
 
     def learning_rate(self, step: int | None = None) -> float:
-        """The Adam step size at ``step`` (default: the next update) under ``grpo.lr_schedule``;
-        t = step / steps: linear lr·(1 − (1 − f)·t), cosine lr·(f + (1 − f)·(1 + cos πt)/2)."""
+        """The Adam step size of update ``step`` (0-based; default: the next update) under ``grpo.lr_schedule``;
+        t = step / (steps − 1), so the first update uses lr and the last lr·f: linear lr·(1 − (1 − f)·t),
+        cosine lr·(f + (1 − f)·(1 + cos πt)/2)."""
         c = self.config
         t = min(1.0, (self.step if step is None else step) / max(1, c.steps - 1))
         f = c.lr_final_fraction
@@ -243,9 +244,8 @@ class GRPOTrainer:
     def train_step(self) -> dict[str, Tensor]:
         c = self.config
         self.policy.head.step_schedule(self.step)
-        if c.lr_schedule != "constant":
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.learning_rate()
+        for group in self.optimizer.param_groups:  # every schedule, constant too: a resumed run takes the config's
+            group["lr"] = self.learning_rate()
         contexts = self.sampler.sample_contexts(c.batch_size, self.generator)
         dist = self.policy(contexts.obs, contexts.group, contexts.mask)
         cover = c.group_sampling != "sampled"
