@@ -200,8 +200,8 @@ def learn(
         named = sorted(set(cfg.grpo.reward_weights))
         console.print(f"[yellow]{escape(str(config_file))}'s grpo.reward_weights {named} name the scenario's components; "
                       "with --reward-components only the weights given with --set apply (a missing weight is 1)[/]")
-        grpo = _learn_weights(grpo.model_copy(update={"reward_weights": {}}), weight_sets) if weight_sets else \
-            grpo.model_copy(update={"reward_weights": {}})
+        bare = grpo.model_copy(update={"reward_weights": {}})
+        grpo = _learn_weights(bare, weight_sets) if weight_sets else bare
     else:
         grpo = merged
     if improvement_reference is not None and config_file is not None:
