@@ -21,6 +21,7 @@ from grpokit.atomic import atomic_write_json
 from grpokit.config import RunConfig, config_to_toml
 from grpokit.environment import environment_info
 from grpokit.evaluation.values import evaluate_actions
+from grpokit.rewards.components import GROUP_RELATIVE
 from grpokit.runner import build_trainer
 from grpokit.scenarios.base import Contexts, Scenario
 from grpokit.scenarios.registry import scenario_from_config
@@ -702,8 +703,7 @@ def _interference_note(scenario: Scenario) -> dict:
 #: what a log-trained run writes in OUT/training (the learner's trainer): removed before the next run there
 _TRAINING_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json")
 #: a scenario's reward components in the log learner's terms (the A/B log's reward is the profit)
-LOG_COMPONENTS = {"profit": "reward", "improvement": "improvement",
-                  "relative_to_cohort_median": "relative_to_cohort_median", "cohort_percentile_rank": "cohort_percentile_rank"}
+LOG_COMPONENTS = {"profit": "reward", **{name: name for name in GROUP_RELATIVE}}
 #: components a log learner leaves out: a unit-randomized log does not identify a peer effect (0 at spillover 0)
 LOG_DROPPED = ("peer_effect",)
 
@@ -761,7 +761,6 @@ def names_scenario_objective(scenario_config, weights: dict) -> bool:
     learner's: some weight names a scenario-only component (profit, peer_effect, ...), or the
     scenario names group-relative components and every weight is one of its components."""
     from grpokit.offline.learn import LEARN_COMPONENTS
-    from grpokit.rewards.components import GROUP_RELATIVE
 
     names = getattr(scenario_config, "reward_components", None)
     if not isinstance(names, (list, tuple)):
